@@ -1,0 +1,13 @@
+"""Errors that are the user's to fix: the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input (config, paths, checkpoints): reported as one line, no traceback."""
+
+
+class ConfigError(UserError):
+    """An experiment file, `--set` override or hyperparameter that cannot be used."""
+
+
+class CheckpointError(UserError):
+    """A run directory or checkpoint that is missing, empty or unreadable."""

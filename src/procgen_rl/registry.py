@@ -1,0 +1,48 @@
+"""Name -> class lookup for models, algorithms and callbacks, one rule for all three.
+
+`name` loads `procgen_rl/<kind>/<name>.py` and takes its MODEL / ALGORITHM / CALLBACK;
+`package.module:Attr` imports anything on the Python path. Unknown names raise ConfigError
+listing what exists, so a typo fails before Ray starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from procgen_rl.errors import ConfigError
+
+ENTRY_ATTRIBUTE = {"models": "MODEL", "algorithms": "ALGORITHM", "callbacks": "CALLBACK"}
+BUILTIN_ALGORITHMS = ("PPO", "APPO", "IMPALA")
+
+
+def available(kind: str) -> list[str]:
+    """Names usable without a module path: the files in procgen_rl/<kind>/."""
+    package = importlib.import_module(f"procgen_rl.{kind}")
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+
+
+def resolve(kind: str, name: str, key: str) -> Any:
+    """The class `name` stands for; `key` is the config key, quoted in errors."""
+    if kind == "algorithms" and name in BUILTIN_ALGORITHMS:
+        rllib_module = importlib.import_module(f"ray.rllib.algorithms.{name.lower()}")
+        return getattr(rllib_module, f"{name}Config")
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+    else:
+        module_name, attribute = f"procgen_rl.{kind}.{name}", ENTRY_ATTRIBUTE[kind]
+        if name not in available(kind):
+            known = list(BUILTIN_ALGORITHMS) if kind == "algorithms" else []
+            known += available(kind)
+            raise ConfigError(
+                f"{key}: unknown {kind[:-1]} {name!r}; available: {', '.join(known) or 'none'}, "
+                f"or add procgen_rl/{kind}/{name}.py, or give package.module:ClassName"
+            )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{key}: cannot import {module_name!r} for {name!r}: {err}") from None
+    if not hasattr(module, attribute):
+        raise ConfigError(f"{key}: {module_name} has no {attribute!r}")
+    return getattr(module, attribute)

@@ -1,0 +1,112 @@
+"""Evaluate a checkpoint on its training levels and on unseen levels, without Ray.
+
+Both splits use the training run's distribution_mode and options. "Unseen" is num_levels=0
+(Procgen's full level distribution; 200 training levels out of 2^31 seeds makes overlap
+negligible), as in the paper's test curves. Each env contributes exactly its first episode,
+so short episodes are not over-counted. Actions are sampled from the policy, as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from procgen_rl.config import EnvConfig, Experiment, load_experiment
+from procgen_rl.errors import CheckpointError
+from procgen_rl.procgen import FRAME_SHAPE, normalized_score
+from procgen_rl.run_dir import resolve_checkpoint
+
+MODULE_PATH = Path("learner_group", "learner", "rl_module", "default_policy")
+VIDEO_SCALE = 4  # 64x64 frames -> 256x256 video
+VIDEO_FPS = 15
+
+
+def load_module(checkpoint: Path) -> Any:
+    """The trained RLModule from an RLlib checkpoint (CPU, eval mode)."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    path = checkpoint / MODULE_PATH
+    if not path.is_dir():
+        raise CheckpointError(f"{checkpoint}: no policy at {MODULE_PATH}; not an RLlib algorithm checkpoint")
+    try:
+        module = RLModule.from_checkpoint(str(path.resolve()))
+    except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
+        raise CheckpointError(f"{checkpoint}: cannot load the policy ({type(err).__name__}: {err})") from None
+    module.eval()
+    return module
+
+
+def run_episodes(module: Any, env_config: EnvConfig, episodes: int, seed: int,
+                 record: bool = False) -> tuple[list[float], list[np.ndarray]]:
+    """Returns of the first episode of each of `episodes` envs, and env 0's frames if `record`."""
+    import torch
+
+    from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
+    from ray.rllib.core.columns import Columns
+
+    env = ProcgenVectorEnv(env_config, episodes, seed=seed)
+    obs, _ = env.reset()
+    returns = np.full(episodes, np.nan)
+    frames = [obs[0, -FRAME_SHAPE[0]:]] if record else []
+    with torch.no_grad():
+        while np.isnan(returns).any():
+            logits = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTION_DIST_INPUTS]
+            actions = torch.distributions.Categorical(logits=logits).sample().numpy()
+            obs, _, _, _, info = env.step(actions)
+            if record and np.isnan(returns[0]):
+                frames.append(obs[0, -FRAME_SHAPE[0]:])
+            if EPISODE_RETURN in info:
+                first = info[f"_{EPISODE_RETURN}"] & np.isnan(returns)
+                returns[first] = info[EPISODE_RETURN][first]
+    env.close()
+    return returns.tolist(), frames
+
+
+def write_video(frames: list[np.ndarray], path: Path) -> None:
+    import imageio.v2 as imageio
+
+    scaled = [f.transpose(1, 2, 0).repeat(VIDEO_SCALE, 0).repeat(VIDEO_SCALE, 1) for f in frames]
+    imageio.mimwrite(path, scaled, fps=VIDEO_FPS, macro_block_size=16)
+
+
+def split_summary(returns: list[float], env_config: EnvConfig) -> dict[str, Any]:
+    mean = float(np.mean(returns))
+    score = normalized_score(mean, env_config.env_name, env_config.distribution_mode)
+    return {"num_levels": env_config.num_levels, "start_level": env_config.start_level,
+            "mean_return": mean, "normalized_score": None if math.isnan(score) else score,
+            "returns": returns}
+
+
+def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: bool, seed: int) -> dict:
+    """Evaluate on train and unseen levels; write summary.json (and episode.mp4); return the summary."""
+    run, checkpoint = resolve_checkpoint(run_or_checkpoint)
+    if not run.config_path.is_file():
+        raise CheckpointError(f"{run.path}: no config.yaml beside the checkpoints; not a procgen-rl run directory")
+    experiment: Experiment = load_experiment(run.config_path)
+    module = load_module(checkpoint)
+    train_env = experiment.env_config
+    test_env = dataclasses.replace(train_env, num_levels=0, start_level=train_env.start_level + train_env.num_levels)
+
+    train_returns, frames = run_episodes(module, train_env, episodes, seed, record=video)
+    test_returns, _ = run_episodes(module, test_env, episodes, seed + 1)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "env_name": train_env.env_name,
+        "distribution_mode": train_env.distribution_mode, "episodes": episodes,
+        "train": split_summary(train_returns, train_env), "test": split_summary(test_returns, test_env),
+    }
+    scores = summary["train"]["normalized_score"], summary["test"]["normalized_score"]
+    summary["generalization_gap"] = None if None in scores else scores[0] - scores[1]
+
+    out = Path(out_dir) if out_dir else run.rollout_path
+    out.mkdir(parents=True, exist_ok=True)
+    if video:
+        summary["video"] = str(out / "episode.mp4")
+        write_video(frames, Path(summary["video"]))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["summary_path"] = str(out / "summary.json")
+    return summary

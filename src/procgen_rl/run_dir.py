@@ -1,0 +1,99 @@
+"""One run's directory: resolved config, checkpoints, TensorBoard events, rollouts.
+
+    <run>/config.yaml                     the experiment as trained (resume reads it back)
+    <run>/events.out.tfevents.*           TensorBoard scalars
+    <run>/checkpoints/checkpoint_000010/  RLlib algorithm state + trainer_state.json
+    <run>/rollout/                        summary.json and a video, written by `rollout`
+
+`trainer_state.json` carries our own counters (iteration, env steps, wall time), so a resumed
+run continues them instead of trusting RLlib's restore, which resets its timestep counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from procgen_rl.errors import CheckpointError
+
+RESULTS_DIR_ENV = "RESULTS_DIR"
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+@dataclass
+class TrainState:
+    """Counters that survive resume; stop criteria are checked against these."""
+
+    iteration: int = 0
+    timesteps_total: int = 0
+    time_total_s: float = 0.0
+    episodes_total: int = 0
+
+
+def results_root() -> Path:
+    return Path(os.environ.get(RESULTS_DIR_ENV, "results"))
+
+
+def new_run_path(experiment_name: str) -> Path:
+    return results_root() / f"{experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.checkpoints_path = self.path / "checkpoints"
+        self.rollout_path = self.path / "rollout"
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a half-written one is never listed)."""
+        if not self.checkpoints_path.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints_path.glob(f"{CHECKPOINT_PREFIX}[0-9]*")
+                      if p.is_dir() and (p / STATE_FILE).is_file())
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save_checkpoint(self, save_algorithm: callable, state: TrainState, keep: int) -> Path:
+        """Write a checkpoint atomically (temp dir, then rename) and prune to the newest `keep`."""
+        final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.iteration:06d}"
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        save_algorithm(str(partial.resolve()))
+        (partial / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        if keep > 0:
+            for old in self.checkpoints()[:-keep]:
+                shutil.rmtree(old)
+        return final
+
+
+def load_state(checkpoint: Path) -> TrainState:
+    try:
+        return TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint}: unreadable {STATE_FILE} ({err}); pick another checkpoint") from None
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> tuple[RunDir, Path]:
+    """A run directory (its latest checkpoint) or a checkpoint directory -> (run, checkpoint)."""
+    path = Path(run_or_checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run or checkpoint directory")
+    if (path / STATE_FILE).is_file():
+        return RunDir(path.parent.parent), path
+    run = RunDir(path)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise CheckpointError(f"{path}: no complete checkpoint in {run.checkpoints_path}; "
+                              "train first, or name a checkpoint_* directory")
+    return run, checkpoint

@@ -1,0 +1,235 @@
+"""The training entry point every launcher runs: experiment in, run directory out.
+
+It is the only module that talks to Ray's top-level API. Launchers differ only in where Ray
+already runs (`RAY_ADDRESS`) and where the run directory points.
+
+Loop: algo.train() -> count steps ourselves -> report -> checkpoint when due -> stop when a
+limit is reached or SIGINT/SIGTERM arrived (the current iteration finishes, a checkpoint is
+written, then it exits; a second signal exits at once).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from procgen_rl import registry
+from procgen_rl.config import Experiment, save_experiment
+from procgen_rl.errors import ConfigError, UserError
+from procgen_rl.procgen import normalized_score
+from procgen_rl.reporting import Reporter, first_number
+from procgen_rl.run_dir import RunDir, TrainState, load_state
+
+
+@dataclass
+class TrainOutcome:
+    state: TrainState
+    checkpoint: str
+    stop_reason: str  # timesteps_total | time_total_s | training_iteration | signal
+
+
+def rllib_training_args(experiment: Experiment) -> dict[str, Any]:
+    """Our hyperparameter names -> RLlib's `.training()` arguments."""
+    algo, res = experiment.algorithm, experiment.resources
+    return {
+        "lr": algo.learning_rate,
+        "gamma": algo.gamma,
+        "lambda_": algo.gae_lambda,
+        "clip_param": algo.clip_coef,
+        "entropy_coeff": algo.ent_coef,
+        "vf_loss_coeff": algo.vf_coef,
+        "grad_clip": algo.max_grad_norm,
+        "grad_clip_by": "global_norm",
+        "num_epochs": algo.update_epochs,
+        "minibatch_size": algo.minibatch_size // max(1, res.num_learners),
+        "train_batch_size_per_learner": algo.train_batch_size // max(1, res.num_learners),
+        "use_kl_loss": False,  # the paper's PPO has only the clipped objective
+    }
+
+
+def _accepted_training_args(config: Any) -> set[str]:
+    """All keyword names `config.training()` takes, including those its parents take via **kwargs."""
+    names: set[str] = set()
+    for cls in type(config).__mro__:
+        if "training" in vars(cls):
+            names |= set(inspect.signature(vars(cls)["training"]).parameters)
+    return names - {"self", "kwargs"}
+
+
+def learner_gpus(device: str) -> int:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("resources.learner_device: cuda requested but no GPU is visible")
+    return int(device == "cuda" or (device == "auto" and torch.cuda.is_available()))
+
+
+def build_algorithm_config(experiment: Experiment) -> Any:
+    """The RLlib AlgorithmConfig for an experiment (new API stack, batched Procgen env)."""
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.tune.registry import register_env
+
+    from procgen_rl.envs import ENV_NAME, make_rllib_env, rllib_env_config
+
+    algo, res = experiment.algorithm, experiment.resources
+    config_class = registry.resolve("algorithms", algo.name, "algorithm.name")
+    module_class = registry.resolve("models", experiment.model.custom_model, "model.custom_model")
+    callbacks = [registry.resolve("callbacks", "episode_metrics", "callbacks")]
+    callbacks += [registry.resolve("callbacks", name, "callbacks") for name in experiment.callbacks]
+
+    register_env(ENV_NAME, make_rllib_env)
+    config = (
+        config_class()
+        .environment(ENV_NAME, env_config=rllib_env_config(
+            experiment.env_config, algo.gamma, algo.normalize_reward))
+        .env_runners(
+            num_env_runners=res.num_env_runners,
+            num_envs_per_env_runner=experiment.num_envs_per_env_runner,
+            num_cpus_per_env_runner=res.num_cpus_per_env_runner,
+            rollout_fragment_length=algo.num_steps,
+            gym_env_vectorize_mode="vector_entry_point",
+        )
+        .learners(num_learners=res.num_learners, num_gpus_per_learner=learner_gpus(res.learner_device))
+        .rl_module(rl_module_spec=RLModuleSpec(
+            module_class=module_class, model_config=experiment.model.custom_model_config))
+        .callbacks(callbacks)
+        .debugging(seed=experiment.seed)
+    )
+    accepted = _accepted_training_args(config)
+    config.training(**{k: v for k, v in rllib_training_args(experiment).items() if k in accepted})
+    for section, kwargs in algo.rllib.items():
+        method = getattr(config, section, None)
+        if not callable(method) or not isinstance(kwargs, dict):
+            raise ConfigError(f"algorithm.rllib.{section}: not an AlgorithmConfig section taking a mapping")
+        try:
+            method(**kwargs)
+        except TypeError as err:
+            raise ConfigError(f"algorithm.rllib.{section}: {err}") from None
+    return config
+
+
+def iteration_metrics(result: dict, state: TrainState, experiment: Experiment, seconds: float,
+                      steps: int) -> dict[str, float]:
+    runners = result.get("env_runners", {})
+    learner = result.get("learners", {}).get("default_policy", {})
+    reward_mean = first_number(runners.get("raw_episode_return_mean"))
+    env = experiment.env_config
+    return {
+        "iteration": state.iteration,
+        "timesteps_total": state.timesteps_total,
+        "episodes_total": state.episodes_total,
+        "episode_reward_mean": reward_mean,
+        "episode_reward_min": first_number(runners.get("raw_episode_return_min")),
+        "episode_reward_max": first_number(runners.get("raw_episode_return_max")),
+        "episode_len_mean": first_number(runners.get("raw_episode_len_mean")),
+        "normalized_score": normalized_score(reward_mean, env.env_name, env.distribution_mode),
+        "steps_per_s": steps / seconds if seconds > 0 else math.nan,
+        "time_total_s": state.time_total_s,
+        "policy_loss": first_number(learner.get("policy_loss")),
+        "vf_loss": first_number(learner.get("vf_loss")),
+        "entropy": first_number(learner.get("entropy")),
+    }
+
+
+def stop_reason(experiment: Experiment, state: TrainState) -> str | None:
+    """The first stop limit reached, or None; 0 disables a limit."""
+    for key in ("timesteps_total", "time_total_s", "training_iteration"):
+        limit = getattr(experiment.stop, key)
+        value = state.iteration if key == "training_iteration" else getattr(state, key)
+        if limit and value >= limit:
+            return key
+    return None
+
+
+def eta_seconds(experiment: Experiment, state: TrainState, steps_per_s: float) -> float:
+    """Time to the nearest stop limit at the current speed."""
+    left = [math.inf]
+    if experiment.stop.timesteps_total and steps_per_s > 0:
+        left.append((experiment.stop.timesteps_total - state.timesteps_total) / steps_per_s)
+    if experiment.stop.time_total_s:
+        left.append(experiment.stop.time_total_s - state.time_total_s)
+    if experiment.stop.training_iteration and state.iteration:
+        per_iteration = state.time_total_s / state.iteration
+        left.append((experiment.stop.training_iteration - state.iteration) * per_iteration)
+    return max(0.0, min(left))
+
+
+class StopSignals:
+    """First SIGINT/SIGTERM asks the loop to stop after this iteration; a second one exits now."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def __enter__(self) -> "StopSignals":
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received}: finishing this iteration, then checkpointing "
+              "(send again to exit without a checkpoint)", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def init_ray() -> None:
+    """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
+    """Train until a stop limit or a signal; returns the final state and checkpoint."""
+    config = build_algorithm_config(experiment)  # user errors surface here, before Ray starts
+    checkpoint = run.latest_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
+    state = load_state(checkpoint) if checkpoint else TrainState()
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_experiment(experiment, run.config_path)
+
+    init_ray()
+    algo = config.build_algo()
+    if checkpoint:
+        algo.restore_from_path(str(checkpoint.resolve()))
+        print(f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_total:,} steps", flush=True)
+    reporter = Reporter(str(run.path))
+    reason = stop_reason(experiment, state)
+    last_saved = checkpoint
+    try:
+        with StopSignals() as signals:
+            while reason is None:
+                started = time.time()
+                result = algo.train()
+                seconds = time.time() - started
+                steps = int(result["env_runners"]["num_env_steps_sampled"])
+                state.iteration += 1
+                state.timesteps_total += steps
+                state.time_total_s += seconds
+                state.episodes_total += int(result["env_runners"].get("num_episodes", 0))
+                metrics = iteration_metrics(result, state, experiment, seconds, steps)
+                reporter.report(metrics, experiment.stop.timesteps_total,
+                                eta_seconds(experiment, state, metrics["steps_per_s"]))
+                reason = stop_reason(experiment, state) or (signals.received and "signal")
+                frequency = experiment.checkpoint.frequency
+                if reason or (frequency and state.iteration % frequency == 0):
+                    last_saved = run.save_checkpoint(algo.save_to_path, state, experiment.checkpoint.keep)
+    finally:
+        reporter.close()
+        algo.stop()
+    return TrainOutcome(state, str(last_saved), reason)
