@@ -211,6 +211,13 @@ def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
         if not isinstance(child, dict):
             child = node[part] = {}
         node = child
+    if cls is not None:  # a typed leaf: check it here, so the error names the override
+        hints = typing.get_type_hints(cls)
+        if parts[-1] not in hints:
+            allowed = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"{source}: unknown key '{dotted_key}'; allowed: {allowed}")
+        if not dataclasses.is_dataclass(hints[parts[-1]]):
+            value = coerce(value, hints[parts[-1]], source)
     node[parts[-1]] = value
 
 

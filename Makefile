@@ -1,0 +1,60 @@
+# procgen-rl: `make help` lists the targets. Every variable below can be set on the command line.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PIP_ARGS ?=
+BACKEND ?= native
+EXPERIMENT ?= experiments/ppo-8m.yaml
+TIME_LIMIT ?= 300
+SET ?=
+RESUME ?=
+RESULTS_DIR ?= results
+RUN ?= $(shell ls -td $(RESULTS_DIR)/*/ 2>/dev/null | head -1)
+EPISODES ?= 16
+TB_PORT ?= 6006
+PYTEST_ARGS ?=
+
+export RESULTS_DIR
+BIN := $(VENV)/bin
+OVERRIDES := $(foreach s,$(SET),--set $(s))
+SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
+RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: help venv train-local rollout tensorboard test bench clean
+
+help: ## list the targets and their variables
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
+	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native)"
+
+$(BIN)/procgen-rl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_ARGS) -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
+
+train-local: $(BIN)/procgen-rl ## train EXPERIMENT here, stopping after TIME_LIMIT seconds (RESUME=<run> continues one)
+	@[ "$(BACKEND)" = native ] || { echo "error: unknown BACKEND=$(BACKEND); available: native" >&2; exit 2; }
+ifeq ($(RESUME),)
+	$(BIN)/procgen-rl train $(EXPERIMENT) --run-dir $(RUN_DIR) $(SET_ARGS)
+	@echo "With make:   make train-local RESUME=$(RUN_DIR) TIME_LIMIT=0   (continues to the full step budget)"
+else
+	$(BIN)/procgen-rl train --resume $(RESUME) $(SET_ARGS)
+endif
+
+rollout: $(BIN)/procgen-rl ## evaluate RUN (default: newest run): returns, normalized score, video
+	@[ -n "$(RUN)" ] || { echo "error: no run in $(RESULTS_DIR)/; train first or set RUN=<run dir>" >&2; exit 2; }
+	$(BIN)/procgen-rl rollout $(RUN) --episodes $(EPISODES)
+
+tensorboard: $(BIN)/procgen-rl ## serve RESULTS_DIR (or RUN=<run dir>) on 127.0.0.1, port TB_PORT (6006)
+	$(BIN)/tensorboard --logdir $(if $(filter command line,$(origin RUN)),$(RUN),$(RESULTS_DIR)) --host 127.0.0.1 --port $(TB_PORT)
+
+test: $(BIN)/procgen-rl ## run all tests (unit, then real Ray/Procgen training)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
+	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+clean: ## remove the virtualenv (results/ is kept)
+	rm -rf $(VENV)

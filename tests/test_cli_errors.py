@@ -1,0 +1,84 @@
+"""Bad input through the real CLI: one `error:` line, exit 2, before Ray starts, nothing lost."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+PPO = "experiments/ppo-8m.yaml"
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Ray" not in result.stdout + result.stderr  # failed before Ray started
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train", PPO, "--set", "env_config.env_name=pong"], ["experiments/ppo-8m.yaml: env_config.env_name: unknown game 'pong'", "coinrun"]),
+    (["train", PPO, "--set", "env_config.levels=3"], ["unknown key 'env_config.levels'", "num_levels"]),
+    (["train", PPO, "--set", "algorithm.num_envs=lots"], ["--set algorithm.num_envs: expected an integer, got 'lots'"]),
+    (["train", PPO, "--set", "model.custom_model=resnet"], ["model.custom_model: unknown model 'resnet'", "impala_cnn"]),
+    (["train", PPO, "--set", "algorithm.name=DQNX"], ["algorithm.name: unknown algorithm 'DQNX'", "PPO, APPO, IMPALA"]),
+    (["train", "experiments/nope.yaml"], ["experiment file not found: experiments/nope.yaml", "experiments/ppo-8m.yaml"]),
+    (["train"], ["give an EXPERIMENT file"]),
+    (["rollout", "results/does-not-exist"], ["results/does-not-exist: no such run or checkpoint directory"]),
+])
+def test_bad_input_fails_fast_with_one_line(args, fragments):
+    assert_one_line_error(run_cli(*args, timeout=120), *fragments)
+
+
+def test_malformed_yaml(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("algorithm:\n  name: PPO\n  num_envs: [64\n")
+    assert_one_line_error(run_cli("train", str(bad), timeout=120), "broken.yaml: line", "malformed YAML")
+
+
+def test_rollout_of_a_run_without_checkpoints(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    assert_one_line_error(run_cli("rollout", str(tmp_path), timeout=120), "no complete checkpoint")
+
+
+def make_run_with_corrupt_checkpoint(root):
+    """A run directory whose only checkpoint has a trainer state but a damaged policy file."""
+    checkpoint = root / "checkpoints" / "checkpoint_000001"
+    policy = checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"
+    policy.mkdir(parents=True)
+    (policy / "module_state.pkl").write_bytes(b"not a pickle")
+    (policy / "class_and_ctor_args.pkl").write_bytes(b"\x80\x04garbage")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"iteration": 1, "timesteps_total": 512}))
+    (root / "config.yaml").write_text("name: smoke\n")
+    return checkpoint
+
+
+def test_rollout_of_a_corrupt_checkpoint(tmp_path):
+    checkpoint = make_run_with_corrupt_checkpoint(tmp_path)
+    result = run_cli("rollout", str(checkpoint), timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "cannot load the policy" in result.stderr
+
+
+def test_new_run_into_a_run_with_checkpoints_is_refused_and_keeps_files(tmp_path):
+    checkpoint = make_run_with_corrupt_checkpoint(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = run_cli("train", "experiments/smoke.yaml", "--run-dir", str(tmp_path), timeout=120)
+    assert_one_line_error(result, "already holds checkpoints", f"--resume {tmp_path}")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert checkpoint.joinpath("trainer_state.json").read_text().startswith("{")
+
+
+def test_resume_with_bad_override_keeps_files(tmp_path):
+    make_run_with_corrupt_checkpoint(tmp_path)
+    config_before = (tmp_path / "config.yaml").read_text()
+    result = run_cli("train", "--resume", str(tmp_path), "--set", "stop.timesteps_total=soon", timeout=120)
+    assert_one_line_error(result, "--set stop.timesteps_total: expected an integer, got 'soon'")
+    assert (tmp_path / "config.yaml").read_text() == config_before
+
+
+def test_help_lists_commands():
+    result = run_cli("--help", timeout=60)
+    assert result.returncode == 0 and "train" in result.stdout and "rollout" in result.stdout

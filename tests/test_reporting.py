@@ -1,0 +1,38 @@
+"""The metric line: stable names, parseable by the same regex SageMaker metric definitions use."""
+
+import math
+import re
+
+from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX, metric_line, parse_metric_line, progress_line
+
+
+def sample_metrics():
+    return {"iteration": 3, "timesteps_total": 49152, "episodes_total": 12, "episode_reward_mean": 6.25,
+            "episode_reward_min": 0.0, "episode_reward_max": 10.0, "episode_len_mean": 210.5,
+            "normalized_score": 0.25, "steps_per_s": 118.3, "time_total_s": 415.0,
+            "policy_loss": -0.012, "vf_loss": 0.3, "entropy": 2.7}
+
+
+def test_line_round_trips_in_fixed_order():
+    line = metric_line(sample_metrics())
+    assert line.startswith("[metrics] iteration=3 timesteps_total=49152 ")
+    assert parse_metric_line(line) == sample_metrics()
+    assert [f.split("=")[0] for f in line.split()[1:]] == list(METRIC_KEYS)
+
+
+def test_regex_extracts_each_metric():
+    line = metric_line(sample_metrics())
+    for key, value in sample_metrics().items():
+        match = re.search(METRIC_LINE_REGEX.format(name=key), line)
+        assert match and float(match.group(1)) == value, key
+
+
+def test_nan_is_written_as_nan():
+    metrics = sample_metrics() | {"normalized_score": math.nan}
+    assert "normalized_score=nan" in metric_line(metrics)
+
+
+def test_progress_line_shows_steps_reward_speed_eta():
+    text = progress_line(sample_metrics(), 8_000_000, 3 * 3600 + 60)
+    assert "49,152/8,000,000 steps" in text and "reward 6.25" in text
+    assert "118 steps/s" in text and "ETA 3h01m" in text

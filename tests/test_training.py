@@ -1,0 +1,158 @@
+"""Real Ray, real Procgen, real torch: train -> checkpoint -> resume -> rollout -> TensorBoard.
+
+Marked slow (about 2-3 minutes on 2 cores); `make test` runs them, as CI does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, REPO, run_cli
+
+pytestmark = pytest.mark.slow
+METRIC_LINE = re.compile(r"^\[metrics\] .*$", re.MULTILINE)
+
+
+def metric_lines(stdout: str) -> list[dict[str, float]]:
+    from procgen_rl.reporting import parse_metric_line
+
+    return [parse_metric_line(line) for line in METRIC_LINE.findall(stdout)]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    result = run_cli("train", "experiments/smoke.yaml", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_smoke_trains_reports_and_checkpoints(smoke_run):
+    run_dir, result = smoke_run
+    lines = metric_lines(result.stdout)
+    assert [m["iteration"] for m in lines] == [1, 2]
+    assert 0 < lines[0]["timesteps_total"] < lines[1]["timesteps_total"]
+    assert lines[1]["timesteps_total"] >= 1024 and lines[1]["steps_per_s"] > 0
+    assert f"Results:     {run_dir}" in result.stdout
+    assert (run_dir / "config.yaml").is_file()
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint_000001", "checkpoint_000002"]
+    state = json.loads((run_dir / "checkpoints/checkpoint_000002/trainer_state.json").read_text())
+    assert state["iteration"] == 2 and state["timesteps_total"] == lines[1]["timesteps_total"]
+
+
+@pytest.fixture(scope="module")
+def resumed_run(smoke_run) -> tuple[Path, subprocess.CompletedProcess, float]:
+    run_dir, first = smoke_run
+    steps_before = metric_lines(first.stdout)[-1]["timesteps_total"]
+    result = run_cli("train", "--resume", str(run_dir), "--set", "stop.timesteps_total=2048")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result, steps_before
+
+
+def test_resume_continues_step_counter_and_iterations(resumed_run):
+    run_dir, result, steps_before = resumed_run
+    lines = metric_lines(result.stdout)
+    assert lines[0]["iteration"] == 3
+    assert lines[0]["timesteps_total"] > steps_before  # continued, not restarted from 0
+    assert lines[-1]["timesteps_total"] >= 2048
+    assert f"at iteration 2, {int(steps_before):,} steps" in result.stdout
+    state = json.loads((sorted((run_dir / "checkpoints").iterdir())[-1] / "trainer_state.json").read_text())
+    assert state["timesteps_total"] == lines[-1]["timesteps_total"]
+    assert len(list((run_dir / "checkpoints").iterdir())) == 2  # checkpoint.keep: 2
+
+
+def test_rollout_writes_scores_and_a_decodable_video(resumed_run):
+    import imageio.v2 as imageio
+
+    run_dir, _, _ = resumed_run
+    result = run_cli("rollout", str(run_dir), "--episodes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^train \(200 levels from 0\): mean return [-0-9.]+, normalized score", result.stdout, re.M)
+    assert re.search(r"^test  \(unseen levels\): mean return", result.stdout, re.M)
+    assert "generalization gap" in result.stdout
+    summary = json.loads((run_dir / "rollout/summary.json").read_text())
+    assert len(summary["train"]["returns"]) == len(summary["test"]["returns"]) == 2
+    assert summary["test"]["num_levels"] == 0 and summary["distribution_mode"] == "easy"
+    reader = imageio.get_reader(summary["video"])
+    frame = reader.get_data(0)
+    assert frame.shape == (256, 256, 3) and reader.count_frames() > 1
+
+
+def test_tensorboard_event_files_hold_the_scalars(resumed_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, result, _ = resumed_run
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"charts/steps_per_s", "charts/time_total_s", "losses/policy_loss", "losses/entropy"} <= set(tags)
+    steps = [e.step for e in events.Scalars("charts/steps_per_s")]
+    assert len(steps) == 4 and steps == sorted(steps)  # 2 iterations + 2 after resume, one axis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_server_serves_the_run(resumed_run):
+    run_dir, _, _ = resumed_run
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(run_dir),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, tags = time.time() + 90, {}
+        while time.time() < deadline and "charts/steps_per_s" not in json.dumps(tags):
+            time.sleep(1)
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                tags = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            except OSError:
+                continue
+        assert "charts/steps_per_s" in json.dumps(tags)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [*CLI, "train", "experiments/smoke.yaml", "--run-dir", str(run_dir),
+         "--set", "stop.timesteps_total=10000000", "--set", "checkpoint.frequency=0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("[metrics]"):
+            process.send_signal(signal.SIGTERM)
+            break
+    output += process.stdout.readlines()
+    assert process.wait(300) == 0, "".join(output)[-3000:]
+    text = "".join(output)
+    assert "SIGTERM: finishing this iteration" in text and "Stopped by signal" in text
+    checkpoints = list((run_dir / "checkpoints").glob("checkpoint_*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file()
+
+
+def test_appo_example_trains_an_iteration(tmp_path):
+    result = run_cli("train", "experiments/appo-8m.yaml", "--run-dir", str(tmp_path / "appo"),
+                     "--set", "algorithm.num_envs=8", "--set", "algorithm.num_steps=32",
+                     "--set", "stop.training_iteration=1", "--set", "stop.timesteps_total=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metric_lines(result.stdout)[0]["timesteps_total"] > 0
