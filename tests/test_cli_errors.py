@@ -19,7 +19,7 @@ def assert_one_line_error(result, *fragments):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["train", PPO, "--set", "env_config.env_name=pong"], ["experiments/ppo-8m.yaml: env_config.env_name: unknown game 'pong'", "coinrun"]),
+    (["train", PPO, "--set", "env_config.env_name=pong"], ["--set env_config.env_name: unknown game 'pong'", "coinrun"]),
     (["train", PPO, "--set", "env_config.levels=3"], ["unknown key 'env_config.levels'", "num_levels"]),
     (["train", PPO, "--set", "algorithm.num_envs=lots"], ["--set algorithm.num_envs: expected an integer, got 'lots'"]),
     (["train", PPO, "--set", "model.custom_model=resnet"], ["model.custom_model: unknown model 'resnet'", "impala_cnn"]),

@@ -261,21 +261,25 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
-    return experiment_from_dict(apply_overrides(raw, overrides or {}, override_source), str(path))
+    overrides = overrides or {}
+    origins = {key: f"{override_source} {key}" for key in overrides}
+    return experiment_from_dict(apply_overrides(raw, overrides, override_source), str(path), origins)
 
 
-def experiment_from_dict(raw: dict, source: str) -> Experiment:
+def experiment_from_dict(raw: dict, source: str, origins: dict[str, str] | None = None) -> Experiment:
+    """Build and validate; `origins` maps overridden keys to where they came from, for errors."""
     experiment = _build(Experiment, raw, source, "")
-    validate(experiment, source)
+    validate(experiment, source, origins or {})
     return experiment
 
 
-def validate(experiment: Experiment, source: str) -> None:
+def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> None:
     """Check values against what Procgen and the algorithm allow, before anything starts."""
     env, algo, res = experiment.env_config, experiment.algorithm, experiment.resources
 
     def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{source}: {key}: {message}")
+        where = origins.get(key)
+        raise ConfigError(f"{where}: {message}" if where else f"{source}: {key}: {message}")
 
     if env.env_name not in GAMES:
         fail("env_config.env_name", f"unknown game {env.env_name!r}; allowed: {', '.join(GAMES)}")

@@ -41,6 +41,30 @@ def load_module(checkpoint: Path) -> Any:
     return module
 
 
+def export_policy(checkpoint: Path, path: Path) -> None:
+    """Save the policy as TorchScript: `torch.jit.load(path)(uint8 frames (N, C, 64, 64))` -> logits.
+
+    Needs only torch to load: no RLlib, no procgen-rl.
+    """
+    import torch
+
+    from ray.rllib.core.columns import Columns
+
+    module = load_module(checkpoint)
+
+    class Policy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+
+    example = torch.zeros((1, *module.observation_space.shape), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.jit.trace(Policy().eval(), example).save(str(path))
+
+
 def run_episodes(module: Any, env_config: EnvConfig, episodes: int, seed: int,
                  record: bool = False) -> tuple[list[float], list[np.ndarray]]:
     """Returns of the first episode of each of `episodes` envs, and env 0's frames if `record`."""

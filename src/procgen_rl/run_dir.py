@@ -44,10 +44,11 @@ def new_run_path(experiment_name: str) -> Path:
 
 
 class RunDir:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, checkpoints_path: Path | None = None) -> None:
+        """`checkpoints_path` defaults to <run>/checkpoints; SageMaker keeps them elsewhere."""
         self.path = Path(path)
         self.config_path = self.path / "config.yaml"
-        self.checkpoints_path = self.path / "checkpoints"
+        self.checkpoints_path = Path(checkpoints_path) if checkpoints_path else self.path / "checkpoints"
         self.rollout_path = self.path / "rollout"
 
     def checkpoints(self) -> list[Path]:

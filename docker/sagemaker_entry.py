@@ -1,0 +1,8 @@
+"""The script SageMaker's `train` command runs (SAGEMAKER_PROGRAM): one host's part of the job."""
+
+import sys
+
+from procgen_rl.sagemaker import main
+
+if __name__ == "__main__":
+    sys.exit(main())

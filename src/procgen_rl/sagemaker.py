@@ -1,0 +1,206 @@
+"""The SageMaker training contract, and the only module that knows SageMaker's paths.
+
+SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train` runs
+/opt/ml/code/sagemaker_entry.py, which calls `main()` here on every host:
+
+    /opt/ml/input/config/hyperparameters.json  experiment overrides, same dotted keys as --set,
+                                               plus `experiment` (a file under experiments/)
+    /opt/ml/input/config/resourceconfig.json   hosts; the head is the first GPU-group host
+                                               (instance groups) or the first host
+    /opt/ml/checkpoints/                       checkpoints (SageMaker syncs them to S3 on spot
+                                               jobs; a restarted job resumes from them)
+    /opt/ml/output/data/run/                   config.yaml, TensorBoard events, metrics
+    /opt/ml/model/                             final checkpoint + config.yaml (a run directory
+                                               `procgen-rl rollout` reads) + policy.pt
+    /opt/ml/output/failure                     first line: why the job failed
+
+The head starts a Ray head and drives training; other hosts join as workers and sample.
+No S3 signal files: workers find the head by its host name. SAGEMAKER_BASE_DIR moves /opt/ml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from procgen_rl.config import Experiment, load_experiment
+from procgen_rl.errors import ConfigError, UserError
+
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+EXPERIMENT_KEY = "experiment"
+DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
+RAY_PORT = 6379
+GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
+JOIN_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class TrainingEnv:
+    """What SageMaker tells this container, read once at start."""
+
+    base: Path
+    hyperparameters: dict[str, Any]
+    current_host: str
+    hosts: tuple[str, ...]
+    head_host: str
+
+    @property
+    def is_head(self) -> bool:
+        return self.current_host == self.head_host
+
+    @property
+    def run_path(self) -> Path:
+        return self.base / "output" / "data" / "run"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.base / "checkpoints"
+
+    @property
+    def model_path(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.base / "output" / "failure"
+
+
+def decode_hyperparameter(text: Any) -> Any:
+    """The SDK JSON-encodes each value ("\\"starpilot\\"", "8000000"); the console sends plain text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def head_host(resource_config: dict) -> str:
+    """The first host of a GPU instance group (the learner), else the first host."""
+    for group in resource_config.get("instance_groups", []):
+        if group.get("instance_type", "").startswith(GPU_FAMILIES) and group.get("hosts"):
+            return sorted(group["hosts"])[0]
+    return sorted(resource_config["hosts"])[0]
+
+
+def read_training_env() -> TrainingEnv:
+    base = Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
+    config_dir = base / "input" / "config"
+    try:
+        resources = json.loads((config_dir / "resourceconfig.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{config_dir / 'resourceconfig.json'}: unreadable ({err}); "
+                          "is this running as a SageMaker training job?") from None
+    hyperparameters_file = config_dir / "hyperparameters.json"
+    raw = json.loads(hyperparameters_file.read_text()) if hyperparameters_file.is_file() else {}
+    hyperparameters = {k: decode_hyperparameter(v) for k, v in raw.items() if not k.startswith("sagemaker_")}
+    return TrainingEnv(base, hyperparameters, resources["current_host"], tuple(sorted(resources["hosts"])),
+                       head_host(resources))
+
+
+def experiment_from_hyperparameters(hyperparameters: dict[str, Any]) -> Experiment:
+    """The experiment named by `experiment` with every other hyperparameter as an override."""
+    overrides = dict(hyperparameters)
+    path = str(overrides.pop(EXPERIMENT_KEY, DEFAULT_EXPERIMENT))
+    return load_experiment(path, overrides, override_source="hyperparameter")
+
+
+def start_ray_head(env: TrainingEnv) -> None:
+    _ray("start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", "--disable-usage-stats")
+
+
+def join_ray_cluster(env: TrainingEnv) -> None:
+    """Join the head, retrying while it starts; block until the head goes away."""
+    deadline = time.time() + JOIN_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection((env.head_host, RAY_PORT), timeout=5).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError(f"Ray head {env.head_host}:{RAY_PORT} unreachable for {JOIN_TIMEOUT_S} s") from None
+            time.sleep(2)
+    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats", "--block")
+
+
+def _ray(*args: str) -> None:
+    subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=True)
+
+
+def wait_for_nodes(count: int) -> None:
+    import ray
+
+    deadline = time.time() + JOIN_TIMEOUT_S
+    while len([n for n in ray.nodes() if n["Alive"]]) < count:
+        if time.time() > deadline:
+            raise RuntimeError(f"only {len(ray.nodes())} of {count} hosts joined the Ray cluster "
+                               f"within {JOIN_TIMEOUT_S} s")
+        time.sleep(2)
+    print(f"Ray cluster: {count} hosts joined", flush=True)
+
+
+def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) -> None:
+    """/opt/ml/model becomes a run directory (config + final checkpoint) plus a TorchScript policy."""
+    from procgen_rl.rollout import export_policy
+
+    env.model_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(experiment_config, env.model_path / "config.yaml")
+    target = env.model_path / "checkpoints" / checkpoint.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(checkpoint, target)
+    export_policy(checkpoint, env.model_path / "policy.pt")
+
+
+def train_head(env: TrainingEnv) -> None:
+    from procgen_rl.run_dir import RunDir
+    from procgen_rl.trainer import train
+
+    experiment = experiment_from_hyperparameters(env.hyperparameters)
+    if len(env.hosts) > 1:
+        start_ray_head(env)
+        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{RAY_PORT}"
+    run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
+    resume = run.latest_checkpoint() is not None
+    if resume:
+        print(f"resuming from {run.latest_checkpoint()} (SageMaker restored /opt/ml/checkpoints)", flush=True)
+    if len(env.hosts) > 1:
+        from procgen_rl.trainer import init_ray
+
+        init_ray()
+        wait_for_nodes(len(env.hosts))
+    outcome = train(experiment, run, resume=resume)
+    export_model(env, Path(outcome.checkpoint), run.config_path)
+    print(f"model exported to {env.model_path}", flush=True)
+
+
+def main() -> int:
+    """Run this host's part of the job; on failure write the failure file and exit non-zero."""
+    env = None
+    try:
+        env = read_training_env()
+        print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
+        if env.is_head:
+            train_head(env)
+        else:
+            join_ray_cluster(env)
+        return 0
+    except UserError as err:
+        reason, code = f"error: {err}", 2
+    except Exception as err:  # a framework fault: keep the traceback in the log
+        traceback.print_exc()
+        reason, code = f"{type(err).__name__}: {err}", 1
+    print(reason, file=sys.stderr, flush=True)
+    base = env.base if env else Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
+    failure = base / "output" / "failure"
+    failure.parent.mkdir(parents=True, exist_ok=True)
+    failure.write_text(reason + "\n")
+    return code

@@ -1,0 +1,78 @@
+"""The SageMaker contract, against a temp /opt/ml tree (SAGEMAKER_BASE_DIR): no Docker, no Ray."""
+
+import json
+
+import pytest
+
+from procgen_rl import sagemaker
+from procgen_rl.errors import ConfigError
+
+
+def write_config(base, hyperparameters, resources):
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps(resources))
+
+
+@pytest.fixture
+def opt_ml(tmp_path, monkeypatch):
+    monkeypatch.setenv(sagemaker.BASE_DIR_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_hyperparameters_override_the_experiment_with_types(opt_ml, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    # As the SDK writes them: every value JSON-encoded into a string.
+    write_config(opt_ml, {"experiment": '"experiments/ppo-8m.yaml"', "env_config.env_name": '"starpilot"',
+                          "stop.timesteps_total": "1000000", "algorithm.normalize_reward": "false",
+                          "algorithm.learning_rate": "0.0003", "sagemaker_program": '"sagemaker_entry.py"'},
+                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    env = sagemaker.read_training_env()
+    experiment = sagemaker.experiment_from_hyperparameters(env.hyperparameters)
+    assert experiment.env_config.env_name == "starpilot"
+    assert experiment.stop.timesteps_total == 1_000_000
+    assert experiment.algorithm.normalize_reward is False and experiment.algorithm.learning_rate == 3e-4
+    assert env.is_head and env.checkpoints_path == opt_ml / "checkpoints"
+
+
+def test_plain_text_hyperparameters_as_the_console_sends_them(opt_ml, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, {"experiment": "experiments/smoke.yaml", "env_config.env_name": "maze"},
+                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    experiment = sagemaker.experiment_from_hyperparameters(sagemaker.read_training_env().hyperparameters)
+    assert (experiment.name, experiment.env_config.env_name) == ("smoke", "maze")
+
+
+@pytest.mark.parametrize("hyperparameters, message", [
+    ({"env_config.colour": '"red"'}, "hyperparameter env_config.colour: unknown key 'env_config.colour'"),
+    ({"algorithm.num_envs": '"lots"'}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
+    ({"experiment": '"experiments/missing.yaml"'}, "experiment file not found: experiments/missing.yaml"),
+])
+def test_bad_hyperparameters(opt_ml, repo, monkeypatch, hyperparameters, message):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, hyperparameters, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    with pytest.raises(ConfigError) as caught:
+        sagemaker.experiment_from_hyperparameters(sagemaker.read_training_env().hyperparameters)
+    assert message in str(caught.value)
+
+
+def test_main_writes_the_failure_file_and_exits_non_zero(opt_ml, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, {"env_config.env_name": '"pong"'}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    assert sagemaker.main() == 2
+    reason = (opt_ml / "output" / "failure").read_text()
+    assert reason.startswith("error: hyperparameter env_config.env_name: unknown game 'pong'; allowed: bigfish")
+
+
+def test_head_is_the_first_host_or_the_gpu_group():
+    assert sagemaker.head_host({"hosts": ["algo-2", "algo-1"]}) == "algo-1"
+    groups = {"hosts": ["algo-1", "algo-2", "algo-3"], "instance_groups": [
+        {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge", "hosts": ["algo-1", "algo-2"]},
+        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-3"]}]}
+    assert sagemaker.head_host(groups) == "algo-3"
+
+
+def test_missing_resource_config_is_a_clear_error(opt_ml):
+    with pytest.raises(ConfigError, match="resourceconfig.json: unreadable"):
+        sagemaker.read_training_env()
