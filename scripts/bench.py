@@ -77,7 +77,7 @@ def main() -> None:
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env; "
           f"one env runner with inference)")
 
-    init_ray()
+    init_ray(experiment)
     algo = config.build_algo()
     algo.train()  # warm-up: first iteration pays for actor start and compilation
     steps, started = 0, time.perf_counter()

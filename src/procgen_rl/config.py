@@ -82,6 +82,7 @@ class ResourcesConfig:
     num_env_runners: int = 0  # remote sampling actors; 0 samples in the driver process
     num_cpus_per_env_runner: int = 1
     num_learners: int = 0  # remote learners; 0 learns in the driver process
+    spread_env_runners: bool = False  # one env runner per unit of the hosts' "env_runner_slot" resource
     learner_device: str = "auto"  # auto (GPU when visible) | cpu | cuda
 
 
@@ -120,6 +121,9 @@ class Experiment:
 
 
 LEARNER_DEVICES = ("auto", "cpu", "cuda")
+# The Ray custom resource a launcher gives each host (N units = N env runners there), so that
+# with `spread_env_runners` sampling spreads over all hosts instead of packing onto the first.
+ENV_RUNNER_SLOT = "env_runner_slot"
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:

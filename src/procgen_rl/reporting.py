@@ -17,10 +17,13 @@ METRIC_LINE_REGEX); its names and meanings are fixed:
 
 from __future__ import annotations
 
+import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
+STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
     "iteration", "timesteps_total", "episodes_total", "episode_reward_mean", "episode_reward_min",
@@ -91,6 +94,13 @@ class Reporter:
             if value is not None and key not in ("iteration", "timesteps_total") and not math.isnan(value):
                 self.writer.add_scalar(f"{TENSORBOARD_GROUP.get(key, 'charts')}/{key}", value, step)
         self.writer.flush()
+
+    def report_hosts(self, steps_by_host: dict[str, float], path: Path, step: int) -> None:
+        """Env steps sampled per host: `hosts/<name>` scalars and a JSON file beside them."""
+        counts = {host: int(steps) for host, steps in sorted(steps_by_host.items())}
+        path.write_text(json.dumps(counts, indent=2))
+        for host, steps in counts.items():
+            self.writer.add_scalar(f"hosts/{host}", steps, step)
 
     def close(self) -> None:
         if self.tty:

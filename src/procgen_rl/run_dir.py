@@ -3,6 +3,7 @@
     <run>/config.yaml                     the experiment as trained (resume reads it back)
     <run>/events.out.tfevents.*           TensorBoard scalars
     <run>/checkpoints/checkpoint_000010/  RLlib algorithm state + trainer_state.json
+    <run>/steps_by_host.json              env steps each host sampled (this process's lifetime)
     <run>/rollout/                        summary.json and a video, written by `rollout`
 
 `trainer_state.json` carries our own counters (iteration, env steps, wall time), so a resumed
@@ -50,6 +51,7 @@ class RunDir:
         self.config_path = self.path / "config.yaml"
         self.checkpoints_path = Path(checkpoints_path) if checkpoints_path else self.path / "checkpoints"
         self.rollout_path = self.path / "rollout"
+        self.steps_by_host_path = self.path / "steps_by_host.json"
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (a half-written one is never listed)."""

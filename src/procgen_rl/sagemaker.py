@@ -14,8 +14,10 @@ SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train
                                                `procgen-rl rollout` reads) + policy.pt
     /opt/ml/output/failure                     first line: why the job failed
 
-The head starts a Ray head and drives training; other hosts join as workers and sample.
-No S3 signal files: workers find the head by its host name. SAGEMAKER_BASE_DIR moves /opt/ml.
+The head starts a Ray head and drives training; other hosts join as workers. With several hosts
+every host gets one env runner (`resources.num_env_runners` overrides), so all of them sample.
+No S3 signal files: workers find the head by its host name and authenticate with the shared
+RAY_AUTH_TOKEN from the job's environment. SAGEMAKER_BASE_DIR moves /opt/ml.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procgen_rl.config import Experiment, load_experiment
+from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment, validate
 from procgen_rl.errors import ConfigError, UserError
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
@@ -41,6 +43,8 @@ DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
 RAY_PORT = 6379
 GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
 JOIN_TIMEOUT_S = 300
+RUNNERS_PER_HOST = 1  # env runners each host takes when the job spans several hosts
+AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,17 @@ def experiment_from_hyperparameters(hyperparameters: dict[str, Any]) -> Experime
     return load_experiment(path, overrides, override_source="hyperparameter")
 
 
+def require_auth_token() -> None:
+    """Every host must share one Ray token: the launcher puts a random one in the job's environment."""
+    if not os.environ.get(AUTH_TOKEN_ENV):
+        raise ConfigError(f"a multi-host job needs {AUTH_TOKEN_ENV} in its environment (the same on every "
+                          "host); `procgen-rl sagemaker-local` and `procgen-rl cloud train` set a random one")
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def start_ray_head(env: TrainingEnv) -> None:
-    _ray("start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", "--disable-usage-stats")
+    _ray("start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
 
 
 def join_ray_cluster(env: TrainingEnv) -> None:
@@ -129,7 +142,8 @@ def join_ray_cluster(env: TrainingEnv) -> None:
             if time.time() > deadline:
                 raise RuntimeError(f"Ray head {env.head_host}:{RAY_PORT} unreachable for {JOIN_TIMEOUT_S} s") from None
             time.sleep(2)
-    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats", "--block")
+    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats", "--block",
+         f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
 
 
 def _ray(*args: str) -> None:
@@ -166,6 +180,10 @@ def train_head(env: TrainingEnv) -> None:
 
     experiment = experiment_from_hyperparameters(env.hyperparameters)
     if len(env.hosts) > 1:
+        if "resources.num_env_runners" not in env.hyperparameters:
+            experiment.resources.num_env_runners = RUNNERS_PER_HOST * len(env.hosts)
+        experiment.resources.spread_env_runners = True
+        validate(experiment, "hyperparameters", {})
         start_ray_head(env)
         os.environ["RAY_ADDRESS"] = f"127.0.0.1:{RAY_PORT}"
     run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
@@ -175,7 +193,7 @@ def train_head(env: TrainingEnv) -> None:
     if len(env.hosts) > 1:
         from procgen_rl.trainer import init_ray
 
-        init_ray()
+        init_ray(experiment)
         wait_for_nodes(len(env.hosts))
     outcome = train(experiment, run, resume=resume)
     export_model(env, Path(outcome.checkpoint), run.config_path)
@@ -188,6 +206,8 @@ def main() -> int:
     try:
         env = read_training_env()
         print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
+        if len(env.hosts) > 1:
+            require_auth_token()
         if env.is_head:
             train_head(env)
         else:

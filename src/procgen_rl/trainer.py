@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from procgen_rl import registry
-from procgen_rl.config import Experiment, save_experiment
+from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, save_experiment
 from procgen_rl.errors import ConfigError, UserError
 from procgen_rl.procgen import normalized_score
-from procgen_rl.reporting import Reporter, first_number
+from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state
 
 
@@ -91,6 +91,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             num_env_runners=res.num_env_runners,
             num_envs_per_env_runner=experiment.num_envs_per_env_runner,
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
+            custom_resources_per_env_runner={ENV_RUNNER_SLOT: 1} if res.spread_env_runners else {},
             rollout_fragment_length=algo.num_steps,
             gym_env_vectorize_mode="vector_entry_point",
         )
@@ -181,8 +182,12 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def init_ray() -> None:
-    """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray."""
+def init_ray(experiment: Experiment) -> None:
+    """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray.
+
+    A local Ray is one host: it gets an env runner slot per runner, so `spread_env_runners`
+    means the same there as on a cluster whose launcher gave each host its slots.
+    """
     import ray
 
     if ray.is_initialized():
@@ -190,7 +195,8 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        slots = max(1, experiment.resources.num_env_runners)
+        ray.init(include_dashboard=False, log_to_driver=True, resources={ENV_RUNNER_SLOT: slots})
 
 
 def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
@@ -203,7 +209,7 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
     run.path.mkdir(parents=True, exist_ok=True)
     save_experiment(experiment, run.config_path)
 
-    init_ray()
+    init_ray(experiment)
     algo = config.build_algo()
     if checkpoint:
         algo.restore_from_path(str(checkpoint.resolve()))
@@ -225,6 +231,8 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
                 reporter.report(metrics, experiment.stop.timesteps_total,
                                 eta_seconds(experiment, state, metrics["steps_per_s"]))
+                reporter.report_hosts(result["env_runners"].get(STEPS_BY_HOST, {}), run.steps_by_host_path,
+                                      state.timesteps_total)
                 reason = stop_reason(experiment, state) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency
                 if reason or (frequency and state.iteration % frequency == 0):

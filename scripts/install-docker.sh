@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Make a Docker engine usable on a fresh Debian-like CI machine (run as root):
+#   1. apt-get install docker.io docker-compose debootstrap, when any is missing;
+#   2. start dockerd in the background when `docker info` does not answer (no systemd in CI);
+#   3. wait up to DOCKERD_WAIT_S (60) seconds for it.
+# Idempotent: on a machine with a running engine it only checks.
+# Usage: scripts/install-docker.sh        Log of a started dockerd: $DOCKERD_LOG (/var/log/dockerd.log)
+#
+# Use Debian's client for BuildKit builds: DOCKER_BUILDKIT=1 /usr/bin/docker build ...
+# (another docker client on PATH, e.g. /usr/local/bin/docker, may lack buildx).
+set -euo pipefail
+
+DOCKERD_WAIT_S=${DOCKERD_WAIT_S:-60}
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+DOCKER=/usr/bin/docker
+
+die() { echo "install-docker: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (installs packages and starts dockerd)"
+
+missing=()
+[ -x /usr/bin/docker ] && command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || die "apt-get not found; install ${missing[*]} by hand"
+    echo "install-docker: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+fi
+
+if "$DOCKER" info >/dev/null 2>&1; then
+    echo "install-docker: engine already running ($("$DOCKER" version --format '{{.Server.Version}}'))"
+    exit 0
+fi
+
+# docker.io's containerd is started by dockerd itself when no system containerd runs.
+echo "install-docker: starting dockerd (log: $DOCKERD_LOG)"
+nohup dockerd >"$DOCKERD_LOG" 2>&1 &
+pid=$!
+for _ in $(seq "$DOCKERD_WAIT_S"); do
+    if "$DOCKER" info >/dev/null 2>&1; then
+        echo "install-docker: engine ready ($("$DOCKER" version --format '{{.Server.Version}}'), dockerd pid $pid)"
+        exit 0
+    fi
+    kill -0 "$pid" 2>/dev/null || die "dockerd exited; last log lines: $(tail -n 3 "$DOCKERD_LOG" | tr '\n' ' ')"
+    sleep 1
+done
+die "dockerd did not answer within ${DOCKERD_WAIT_S} s; see $DOCKERD_LOG"
