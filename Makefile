@@ -4,6 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP_ARGS ?=
 BACKEND ?= native
+INSTANCES ?= 1
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= procgen-rl
+DOCKER ?= docker
+BASE_IMAGE ?=
+DOCKER_BUILD_ARGS ?=
 EXPERIMENT ?= experiments/ppo-8m.yaml
 TIME_LIMIT ?= 300
 SET ?=
@@ -20,23 +26,28 @@ OVERRIDES := $(foreach s,$(SET),--set $(s))
 SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
 RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help venv train-local rollout tensorboard test bench clean
+.PHONY: help venv train-local rollout tensorboard test bench image-cpu image-gpu clean
 
 help: ## list the targets and their variables
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
-	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native)"
+	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native | sagemaker)"
+	@echo "           INSTANCES=$(INSTANCES) (sagemaker) IMAGE=$(IMAGE) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_ARGS) -e '.[test]'
+	$(BIN)/pip install $(PIP_ARGS) -e '.[test,sagemaker]'
 	@touch $@
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
 
 train-local: $(BIN)/procgen-rl ## train EXPERIMENT here, stopping after TIME_LIMIT seconds (RESUME=<run> continues one)
-	@[ "$(BACKEND)" = native ] || { echo "error: unknown BACKEND=$(BACKEND); available: native" >&2; exit 2; }
-ifeq ($(RESUME),)
+ifeq ($(BACKEND),sagemaker)
+	$(MAKE) image-cpu
+	$(BIN)/procgen-rl sagemaker-local $(EXPERIMENT) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu $(SET_ARGS)
+else ifneq ($(BACKEND),native)
+	@echo "error: unknown BACKEND=$(BACKEND); available: native, sagemaker" >&2; exit 2
+else ifeq ($(RESUME),)
 	$(BIN)/procgen-rl train $(EXPERIMENT) --run-dir $(RUN_DIR) $(SET_ARGS)
 	@echo "With make:   make train-local RESUME=$(RUN_DIR) TIME_LIMIT=0   (continues to the full step budget)"
 else
@@ -50,11 +61,15 @@ rollout: $(BIN)/procgen-rl ## evaluate RUN (default: newest run): returns, norma
 tensorboard: $(BIN)/procgen-rl ## serve RESULTS_DIR (or RUN=<run dir>) on 127.0.0.1, port TB_PORT (6006)
 	$(BIN)/tensorboard --logdir $(if $(filter command line,$(origin RUN)),$(RUN),$(RESULTS_DIR)) --host 127.0.0.1 --port $(TB_PORT)
 
-test: $(BIN)/procgen-rl ## run all tests (unit, then real Ray/Procgen training)
+test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
 	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(DOCKER_BUILD_ARGS) -t $(IMAGE):$(VERSION)-$* .
 
 clean: ## remove the virtualenv (results/ is kept)
 	rm -rf $(VENV)

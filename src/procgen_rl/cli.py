@@ -1,4 +1,4 @@
-"""`procgen-rl`: train and rollout from the command line.
+"""`procgen-rl`: train, rollout, and SageMaker local mode from the command line.
 
 User errors (bad config, missing checkpoint) print one `error:` line and exit 2, before Ray
 starts; anything else is a bug and keeps its traceback.
@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from procgen_rl import __version__
 from procgen_rl.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -40,7 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", help="output directory (default: <run>/rollout)")
     rollout.add_argument("--no-video", action="store_true", help="skip the video")
     rollout.add_argument("--seed", type=int, default=12345)
+    local = commands.add_parser(
+        "sagemaker-local", help="run EXPERIMENT as a SageMaker training job in local mode (Docker)",
+        description="Run the image as SageMaker would, with the SageMaker Python SDK's local mode: "
+                    "INSTANCES containers (Ray head on algo-1, workers on the others), offline.")
+    local.add_argument("experiment", help="an experiment under experiments/ (the image holds a copy)")
+    local.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="passed to the job as hyperparameters (same keys as train --set)")
+    local.add_argument("--instances", type=int, default=1, help="containers (hosts), default 1")
+    local.add_argument("--image", default=f"procgen-rl:{__version__}-cpu", help="image (default: %(default)s)")
+    local.add_argument("--run-dir", help="where model/ and output/ are unpacked "
+                                         "(default: $RESULTS_DIR/<name>-sagemaker-<timestamp>)")
     return parser
+
+
+def run_sagemaker_local(args: argparse.Namespace) -> None:
+    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.local_mode import run_local_job
+    from procgen_rl.run_dir import new_run_path
+
+    if args.instances < 1:
+        raise UserError(f"--instances must be >= 1, got {args.instances}")
+    overrides = parse_set_args(args.overrides)
+    experiment = load_experiment(args.experiment, overrides)  # fail here, not in a container
+    run_path = Path(args.run_dir) if args.run_dir else new_run_path(f"{experiment.name}-sagemaker")
+    run_local_job(args.experiment, overrides, args.image, args.instances, run_path)
+    print(f"\nResults:     {run_path}/output/data/run (config, TensorBoard events, steps_by_host.json)")
+    print(f"Model:       {run_path}/model (config.yaml, final checkpoint, policy.pt)")
+    print(f"Evaluate:    procgen-rl rollout {run_path}/model")
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -103,7 +131,7 @@ def run_rollout(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": run_train, "rollout": run_rollout}[args.command](args)
+        {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local}[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -36,6 +36,7 @@ from typing import Any
 
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment, validate
 from procgen_rl.errors import ConfigError, UserError
+from procgen_rl.reporting import HOST_LABEL_ENV
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 EXPERIMENT_KEY = "experiment"
@@ -205,6 +206,7 @@ def main() -> int:
     env = None
     try:
         env = read_training_env()
+        os.environ[HOST_LABEL_ENV] = env.current_host  # inherited by this host's Ray workers
         print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
         if len(env.hosts) > 1:
             require_auth_token()

@@ -7,13 +7,14 @@ them on the env runner, and RLlib aggregates them into `result["env_runners"]`. 
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from procgen_rl.envs import EPISODE_LENGTH, EPISODE_RETURN
-from procgen_rl.reporting import STEPS_BY_HOST
+from procgen_rl.reporting import HOST_LABEL_ENV, STEPS_BY_HOST
 
 WINDOW = 100  # episodes averaged, as RLlib does for its own episode_return_mean
 
@@ -21,7 +22,8 @@ WINDOW = 100  # episodes averaged, as RLlib does for its own episode_return_mean
 class EpisodeMetrics(RLlibCallback):
     def on_sample_end(self, *, metrics_logger: Any = None, samples: Any = None, **kwargs: Any) -> None:
         steps = sum(len(episode) for episode in samples)
-        metrics_logger.log_value((STEPS_BY_HOST, socket.gethostname()), steps, reduce="lifetime_sum")
+        host = os.environ.get(HOST_LABEL_ENV) or socket.gethostname()
+        metrics_logger.log_value((STEPS_BY_HOST, host), steps, reduce="lifetime_sum")
 
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         info = episode.get_infos(-1)

@@ -1,0 +1,147 @@
+"""The image, run as SageMaker runs it: /opt/ml/{input,output,model,checkpoints} mounted, `train`.
+
+Needs a Docker engine and the CPU image (`make image-cpu`); .ci/run provides both. Outside CI
+these tests skip, saying why; under CI=true a missing engine or image is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from procgen_rl import __version__
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
+
+
+def docker_ready() -> str | None:
+    """None when the engine answers and the image exists, else why not."""
+    try:
+        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "no Docker engine answers (docker info)"
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
+        return f"image {IMAGE} not built (make image-cpu)"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def require_docker():
+    reason = docker_ready()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the image tests: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",)) -> Path:
+    """An /opt/ml tree as SageMaker lays it out; values JSON-encoded as the SDK writes them."""
+    config = root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps({k: json.dumps(v) for k, v in hyperparameters.items()}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": hosts[0], "hosts": list(hosts)}))
+    (config / "inputdataconfig.json").write_text("{}")  # no data channels
+    return root
+
+
+SAGEMAKER_MOUNTS = ("input", "output", "model", "checkpoints")  # /opt/ml/code stays the image's
+
+
+def run_image(opt_ml: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`docker run IMAGE train` with SageMaker's mounts: each /opt/ml subdirectory, not /opt/ml."""
+    mounts = []
+    for name in SAGEMAKER_MOUNTS:
+        (opt_ml / name).mkdir(exist_ok=True)
+        mounts += ["-v", f"{opt_ml / name}:/opt/ml/{name}"]
+    # --hostname: the toolkit waits (up to 15 min) until every host in resourceconfig.json resolves.
+    return subprocess.run(["docker", "run", "--rm", "--shm-size=1g", "--hostname", "algo-1", *mounts, IMAGE, *command],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def metric_lines(text: str) -> list[dict[str, float]]:
+    from procgen_rl.reporting import parse_metric_line
+
+    return [parse_metric_line(line[line.index("[metrics]"):]) for line in text.splitlines() if "[metrics]" in line]
+
+
+@pytest.fixture(scope="module")
+def trained_tree(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    opt_ml = sagemaker_tree(tmp_path_factory.mktemp("opt_ml"), {"experiment": "experiments/smoke.yaml"})
+    result = run_image(opt_ml, "train")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return opt_ml, result
+
+
+def test_train_fills_model_checkpoints_and_output(trained_tree):
+    import torch
+
+    opt_ml, result = trained_tree
+    assert [m["iteration"] for m in metric_lines(result.stdout)] == [1, 2]
+    model = opt_ml / "model"
+    assert (model / "config.yaml").is_file() and (model / "policy.pt").is_file()
+    assert [p.name for p in (model / "checkpoints").iterdir()] == ["checkpoint_000002"]
+    assert sorted(p.name for p in (opt_ml / "checkpoints").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]
+    run = opt_ml / "output" / "data" / "run"
+    assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert json.loads((run / "steps_by_host.json").read_text()).keys() == {"algo-1"}
+    assert (opt_ml / "output" / "success").exists() and not (opt_ml / "output" / "failure").exists()
+    policy = torch.jit.load(str(model / "policy.pt"))  # portable: torch alone loads it
+    assert policy(torch.zeros((2, 3, 64, 64), dtype=torch.uint8)).shape == (2, 15)
+
+
+def test_model_dir_is_a_run_that_rollout_reads(trained_tree):
+    opt_ml, _ = trained_tree
+    result = run_cli("rollout", str(opt_ml / "model"), "--episodes", "1", "--no-video",
+                     "--out", str(opt_ml.parent / "rollout"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "generalization gap" in result.stdout
+
+
+def test_restarted_job_resumes_with_the_step_counter(trained_tree):
+    opt_ml, first = trained_tree
+    steps_before = metric_lines(first.stdout)[-1]["timesteps_total"]
+    sagemaker_tree(opt_ml, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": 2048})
+    result = run_image(opt_ml, "train")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "resuming from /opt/ml/checkpoints/checkpoint_000002" in result.stdout
+    lines = metric_lines(result.stdout)
+    assert lines[0]["iteration"] == 3 and lines[0]["timesteps_total"] > steps_before
+    assert lines[-1]["timesteps_total"] >= 2048
+
+
+@pytest.mark.parametrize("hyperparameters, reason", [
+    ({"env_config.env_name": "pong"}, "hyperparameter env_config.env_name: unknown game 'pong'"),
+    ({"algorithm.num_envs": "lots"}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
+    ({"env_config.colour": "red"}, "unknown key 'env_config.colour'"),
+    ({"experiment": "experiments/missing.yaml"}, "experiment file not found: experiments/missing.yaml"),
+])
+def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, hyperparameters, reason):
+    opt_ml = sagemaker_tree(tmp_path, hyperparameters)
+    result = run_image(opt_ml, "train", timeout=180)
+    assert result.returncode != 0
+    assert reason in (opt_ml / "output" / "failure").read_text()
+    assert not list((opt_ml / "checkpoints").iterdir())
+
+
+def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
+    run_dir = tmp_path / "job"
+    result = run_cli("sagemaker-local", "experiments/smoke.yaml", "--instances", "2", "--run-dir", str(run_dir),
+                     "--image", IMAGE, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    steps = json.loads((run_dir / "output" / "data" / "run" / "steps_by_host.json").read_text())
+    assert len(steps) == 2 and all(count > 0 for count in steps.values()), steps
+    assert sorted(h.split("-")[0] + "-" + h.split("-")[1] for h in steps) == ["algo-1", "algo-2"]
+    assert (run_dir / "model" / "policy.pt").is_file()
+
+
+def test_sagemaker_local_without_docker_engine_is_one_line():
+    result = run_cli("sagemaker-local", "experiments/smoke.yaml", timeout=120,
+                     env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")
