@@ -43,6 +43,7 @@ venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
 
 train-local: $(BIN)/procgen-rl ## train EXPERIMENT here, stopping after TIME_LIMIT seconds (RESUME=<run> continues one)
 ifeq ($(BACKEND),sagemaker)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info): start Docker, or use BACKEND=native" >&2; exit 2; }
 	$(MAKE) image-cpu
 	$(BIN)/procgen-rl sagemaker-local $(EXPERIMENT) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu $(SET_ARGS)
 else ifneq ($(BACKEND),native)
