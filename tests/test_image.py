@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,17 @@ def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",)) -> Path
 SAGEMAKER_MOUNTS = ("input", "output", "model", "checkpoints")  # /opt/ml/code stays the image's
 
 
-def run_image(opt_ml: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`docker run IMAGE train` with SageMaker's mounts: each /opt/ml subdirectory, not /opt/ml."""
-    mounts = []
+def sagemaker_run_args(opt_ml: Path) -> list[str]:
+    """`docker run` options as SageMaker's: each /opt/ml subdirectory mounted, not /opt/ml."""
+    args = ["--shm-size=1g", "--hostname", "algo-1"]  # the toolkit waits until algo-1 resolves
     for name in SAGEMAKER_MOUNTS:
         (opt_ml / name).mkdir(exist_ok=True)
-        mounts += ["-v", f"{opt_ml / name}:/opt/ml/{name}"]
-    # --hostname: the toolkit waits (up to 15 min) until every host in resourceconfig.json resolves.
-    return subprocess.run(["docker", "run", "--rm", "--shm-size=1g", "--hostname", "algo-1", *mounts, IMAGE, *command],
+        args += ["-v", f"{opt_ml / name}:/opt/ml/{name}"]
+    return args
+
+
+def run_image(opt_ml: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "run", "--rm", *sagemaker_run_args(opt_ml), IMAGE, *command],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -103,16 +107,38 @@ def test_model_dir_is_a_run_that_rollout_reads(trained_tree):
     assert "generalization gap" in result.stdout
 
 
-def test_restarted_job_resumes_with_the_step_counter(trained_tree):
-    opt_ml, first = trained_tree
-    steps_before = metric_lines(first.stdout)[-1]["timesteps_total"]
-    sagemaker_tree(opt_ml, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": 2048})
+def test_interrupted_job_resumes_with_the_step_counter(tmp_path):
+    """A spot interruption: `docker stop` mid-run, then the same job again on the same checkpoints."""
+    opt_ml = sagemaker_tree(tmp_path, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": 100000,
+                                       "checkpoint.frequency": 0})  # only the stop writes a checkpoint
+    name = f"procgen-rl-test-{tmp_path.name}"
+    subprocess.run(["docker", "run", "-d", "--name", name, *sagemaker_run_args(opt_ml), IMAGE, "train"],
+                   check=True, capture_output=True)
+    try:
+        deadline = time.time() + 300
+        logs = ""
+        while "iteration=2 " not in logs and time.time() < deadline:
+            time.sleep(2)
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+        subprocess.run(["docker", "stop", "-t", "120", name], check=True, capture_output=True)  # SageMaker's grace
+        first = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+        exit_code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
+                                   capture_output=True, text=True).stdout.strip()
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert "SIGTERM: finishing this iteration" in first and exit_code == "0", first[-3000:]
+    stopped_at = metric_lines(first)[-1]["timesteps_total"]
+    (checkpoint,) = (opt_ml / "checkpoints").glob("checkpoint_0*[0-9]")
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert saved["timesteps_total"] == stopped_at  # the stop's own checkpoint, nothing lost
+    sagemaker_tree(opt_ml, {"experiment": "experiments/smoke.yaml",
+                            "stop.timesteps_total": saved["timesteps_total"] + 1000})
     result = run_image(opt_ml, "train")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "resuming from /opt/ml/checkpoints/checkpoint_000002" in result.stdout
+    assert f"resuming from /opt/ml/checkpoints/checkpoint_{saved['iteration']:06d}" in result.stdout
     lines = metric_lines(result.stdout)
-    assert lines[0]["iteration"] == 3 and lines[0]["timesteps_total"] > steps_before
-    assert lines[-1]["timesteps_total"] >= 2048
+    assert lines[0]["iteration"] == saved["iteration"] + 1
+    assert lines[0]["timesteps_total"] > saved["timesteps_total"]
 
 
 @pytest.mark.parametrize("hyperparameters, reason", [
