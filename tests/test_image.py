@@ -88,15 +88,16 @@ def test_train_fills_model_checkpoints_and_output(trained_tree):
     opt_ml, result = trained_tree
     assert [m["iteration"] for m in metric_lines(result.stdout)] == [1, 2]
     model = opt_ml / "model"
-    assert (model / "config.yaml").is_file() and (model / "policy.pt").is_file()
+    assert (model / "config.yaml").is_file() and (model / "policy.pt2").is_file()
     assert [p.name for p in (model / "checkpoints").iterdir()] == ["checkpoint_000002"]
     assert sorted(p.name for p in (opt_ml / "checkpoints").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]
     run = opt_ml / "output" / "data" / "run"
     assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
     assert json.loads((run / "steps_by_host.json").read_text()).keys() == {"algo-1"}
     assert (opt_ml / "output" / "success").exists() and not (opt_ml / "output" / "failure").exists()
-    policy = torch.jit.load(str(model / "policy.pt"))  # portable: torch alone loads it
-    assert policy(torch.zeros((2, 3, 64, 64), dtype=torch.uint8)).shape == (2, 15)
+    policy = torch.export.load(str(model / "policy.pt2")).module()  # portable: torch alone loads it
+    for batch in (1, 7):
+        assert policy(torch.zeros((batch, 3, 64, 64), dtype=torch.uint8)).shape == (batch, 15)
 
 
 def test_model_dir_is_a_run_that_rollout_reads(trained_tree):
@@ -163,7 +164,7 @@ def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
     steps = json.loads((run_dir / "output" / "data" / "run" / "steps_by_host.json").read_text())
     assert len(steps) == 2 and all(count > 0 for count in steps.values()), steps
     assert sorted(h.split("-")[0] + "-" + h.split("-")[1] for h in steps) == ["algo-1", "algo-2"]
-    assert (run_dir / "model" / "policy.pt").is_file()
+    assert (run_dir / "model" / "policy.pt2").is_file()
 
 
 def test_sagemaker_local_without_docker_engine_is_one_line():

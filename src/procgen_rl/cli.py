@@ -67,7 +67,7 @@ def run_sagemaker_local(args: argparse.Namespace) -> None:
     run_path = Path(args.run_dir) if args.run_dir else new_run_path(f"{experiment.name}-sagemaker")
     run_local_job(args.experiment, overrides, args.image, args.instances, run_path)
     print(f"\nResults:     {run_path}/output/data/run (config, TensorBoard events, steps_by_host.json)")
-    print(f"Model:       {run_path}/model (config.yaml, final checkpoint, policy.pt)")
+    print(f"Model:       {run_path}/model (config.yaml, final checkpoint, policy.pt2)")
     print(f"Evaluate:    procgen-rl rollout {run_path}/model")
 
 

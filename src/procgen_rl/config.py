@@ -91,7 +91,7 @@ class StopConfig:
     """Training ends at whichever limit comes first; 0 disables a limit. Limits count across resumes."""
 
     timesteps_total: int = 8_000_000
-    time_total_s: float = 0.0  # checked after each iteration
+    time_total_s: float = 0.0  # no iteration starts that would end past it (at the last one's pace)
     training_iteration: int = 0
 
 

@@ -42,9 +42,9 @@ def load_module(checkpoint: Path) -> Any:
 
 
 def export_policy(checkpoint: Path, path: Path) -> None:
-    """Save the policy as TorchScript: `torch.jit.load(path)(uint8 frames (N, C, 64, 64))` -> logits.
+    """Save the policy as an exported program that only torch needs to load:
 
-    Needs only torch to load: no RLlib, no procgen-rl.
+        torch.export.load(path).module()(uint8 frames (N, C, 64, 64)) -> logits (N, 15)
     """
     import torch
 
@@ -60,9 +60,10 @@ def export_policy(checkpoint: Path, path: Path) -> None:
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             return self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
 
-    example = torch.zeros((1, *module.observation_space.shape), dtype=torch.uint8)
+    example = torch.zeros((2, *module.observation_space.shape), dtype=torch.uint8)
     with torch.no_grad():
-        torch.jit.trace(Policy().eval(), example).save(str(path))
+        program = torch.export.export(Policy().eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
 
 
 def run_episodes(module: Any, env_config: EnvConfig, episodes: int, seed: int,

@@ -11,7 +11,7 @@ SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train
                                                jobs; a restarted job resumes from them)
     /opt/ml/output/data/run/                   config.yaml, TensorBoard events, metrics
     /opt/ml/model/                             final checkpoint + config.yaml (a run directory
-                                               `procgen-rl rollout` reads) + policy.pt
+                                               `procgen-rl rollout` reads) + policy.pt2
     /opt/ml/output/failure                     first line: why the job failed
 
 The head starts a Ray head and drives training; other hosts join as workers. With several hosts
@@ -46,6 +46,7 @@ GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
 JOIN_TIMEOUT_S = 300
 RUNNERS_PER_HOST = 1  # env runners each host takes when the job spans several hosts
 AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def wait_for_nodes(count: int) -> None:
 
 
 def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) -> None:
-    """/opt/ml/model becomes a run directory (config + final checkpoint) plus a TorchScript policy."""
+    """/opt/ml/model becomes a run directory (config + final checkpoint) plus a portable policy."""
     from procgen_rl.rollout import export_policy
 
     env.model_path.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) ->
     target = env.model_path / "checkpoints" / checkpoint.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(checkpoint, target)
-    export_policy(checkpoint, env.model_path / "policy.pt")
+    export_policy(checkpoint, env.model_path / POLICY_FILE)
 
 
 def train_head(env: TrainingEnv) -> None:

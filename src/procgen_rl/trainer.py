@@ -137,13 +137,19 @@ def iteration_metrics(result: dict, state: TrainState, experiment: Experiment, s
     }
 
 
-def stop_reason(experiment: Experiment, state: TrainState) -> str | None:
-    """The first stop limit reached, or None; 0 disables a limit."""
-    for key in ("timesteps_total", "time_total_s", "training_iteration"):
-        limit = getattr(experiment.stop, key)
-        value = state.iteration if key == "training_iteration" else getattr(state, key)
-        if limit and value >= limit:
-            return key
+def stop_reason(experiment: Experiment, state: TrainState, last_iteration_s: float = 0.0) -> str | None:
+    """The first stop limit reached, or None; 0 disables a limit.
+
+    The wall-time limit is a bound, not a target: training stops before an iteration that, at
+    the pace of the last one, would end past it (an iteration can take minutes on a CPU).
+    """
+    limits = experiment.stop
+    if limits.timesteps_total and state.timesteps_total >= limits.timesteps_total:
+        return "timesteps_total"
+    if limits.time_total_s and state.time_total_s + last_iteration_s >= limits.time_total_s:
+        return "time_total_s"
+    if limits.training_iteration and state.iteration >= limits.training_iteration:
+        return "training_iteration"
     return None
 
 
@@ -233,7 +239,7 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
                                 eta_seconds(experiment, state, metrics["steps_per_s"]))
                 reporter.report_hosts(result["env_runners"].get(STEPS_BY_HOST, {}), run.steps_by_host_path,
                                       state.timesteps_total)
-                reason = stop_reason(experiment, state) or (signals.received and "signal")
+                reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency
                 if reason or (frequency and state.iteration % frequency == 0):
                     last_saved = run.save_checkpoint(algo.save_to_path, state, experiment.checkpoint.keep)

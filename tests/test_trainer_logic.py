@@ -1,0 +1,55 @@
+"""The trainer's pure decisions: stop limits, ETA, hyperparameter names -> RLlib's. No Ray."""
+
+from pathlib import Path
+
+import pytest
+
+from procgen_rl.config import load_experiment
+from procgen_rl.run_dir import TrainState
+from procgen_rl.trainer import eta_seconds, rllib_training_args, stop_reason
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def experiment(**overrides):
+    return load_experiment(REPO / "experiments/ppo-8m.yaml", overrides)
+
+
+def test_timesteps_limit():
+    e = experiment()
+    assert stop_reason(e, TrainState(timesteps_total=7_999_999)) is None
+    assert stop_reason(e, TrainState(timesteps_total=8_000_000)) == "timesteps_total"
+
+
+@pytest.mark.parametrize("elapsed, last_iteration, expected", [
+    (0.0, 0.0, None),              # before the first iteration: always train one
+    (270.0, 270.0, "time_total_s"),  # the next one would end at 540 s > 300 s: stop now
+    (100.0, 150.0, None),          # the next one ends near 250 s: go on
+    (300.0, 0.0, "time_total_s"),  # a resumed run already at its limit
+])
+def test_wall_time_is_a_bound_not_a_target(elapsed, last_iteration, expected):
+    e = experiment(**{"stop.time_total_s": 300})
+    assert stop_reason(e, TrainState(time_total_s=elapsed), last_iteration) == expected
+
+
+def test_iteration_limit_and_disabled_limits():
+    e = experiment(**{"stop.timesteps_total": 0, "stop.training_iteration": 3})
+    assert stop_reason(e, TrainState(iteration=2, timesteps_total=10**9)) is None
+    assert stop_reason(e, TrainState(iteration=3)) == "training_iteration"
+
+
+def test_eta_uses_the_nearest_limit():
+    e = experiment(**{"stop.time_total_s": 3600})
+    state = TrainState(iteration=10, timesteps_total=4_000_000, time_total_s=600.0)
+    assert eta_seconds(e, state, steps_per_s=1000.0) == pytest.approx(3000.0)  # time limit first
+    assert eta_seconds(experiment(), state, steps_per_s=1000.0) == pytest.approx(4000.0)
+
+
+def test_paper_names_map_to_rllib_arguments():
+    args = rllib_training_args(experiment())
+    assert args["lr"] == 5e-4 and args["gamma"] == 0.999 and args["lambda_"] == 0.95
+    assert args["clip_param"] == 0.2 and args["entropy_coeff"] == 0.01 and args["num_epochs"] == 3
+    assert args["train_batch_size_per_learner"] == 16384 and args["minibatch_size"] == 2048
+    assert args["use_kl_loss"] is False
+    split = rllib_training_args(experiment(**{"resources.num_learners": 2}))
+    assert split["train_batch_size_per_learner"] == 8192 and split["minibatch_size"] == 1024
