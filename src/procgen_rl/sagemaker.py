@@ -49,6 +49,10 @@ AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
 
 
+def failure_file(base: Path) -> Path:
+    return base / "output" / "failure"
+
+
 @dataclass(frozen=True)
 class TrainingEnv:
     """What SageMaker tells this container, read once at start."""
@@ -75,9 +79,6 @@ class TrainingEnv:
     def model_path(self) -> Path:
         return self.base / "model"
 
-    @property
-    def failure_file(self) -> Path:
-        return self.base / "output" / "failure"
 
 
 def decode_hyperparameter(text: Any) -> Any:
@@ -98,8 +99,12 @@ def head_host(resource_config: dict) -> str:
     return sorted(resource_config["hosts"])[0]
 
 
+def base_dir() -> Path:
+    return Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
+
+
 def read_training_env() -> TrainingEnv:
-    base = Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
+    base = base_dir()
     config_dir = base / "input" / "config"
     try:
         resources = json.loads((config_dir / "resourceconfig.json").read_text())
@@ -178,7 +183,7 @@ def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) ->
 
 def train_head(env: TrainingEnv) -> None:
     from procgen_rl.run_dir import RunDir
-    from procgen_rl.trainer import train
+    from procgen_rl.trainer import init_ray, train
 
     experiment = experiment_from_hyperparameters(env.hyperparameters)
     if len(env.hosts) > 1:
@@ -188,16 +193,13 @@ def train_head(env: TrainingEnv) -> None:
         validate(experiment, "hyperparameters", {})
         start_ray_head(env)
         os.environ["RAY_ADDRESS"] = f"127.0.0.1:{RAY_PORT}"
-    run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
-    resume = run.latest_checkpoint() is not None
-    if resume:
-        print(f"resuming from {run.latest_checkpoint()} (SageMaker restored /opt/ml/checkpoints)", flush=True)
-    if len(env.hosts) > 1:
-        from procgen_rl.trainer import init_ray
-
         init_ray(experiment)
         wait_for_nodes(len(env.hosts))
-    outcome = train(experiment, run, resume=resume)
+    run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint:
+        print(f"resuming from {checkpoint} (SageMaker restored /opt/ml/checkpoints)", flush=True)
+    outcome = train(experiment, run, resume=checkpoint is not None)
     export_model(env, Path(outcome.checkpoint), run.config_path)
     print(f"model exported to {env.model_path}", flush=True)
 
@@ -222,8 +224,7 @@ def main() -> int:
         traceback.print_exc()
         reason, code = f"{type(err).__name__}: {err}", 1
     print(reason, file=sys.stderr, flush=True)
-    base = env.base if env else Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
-    failure = base / "output" / "failure"
+    failure = failure_file(env.base if env else base_dir())
     failure.parent.mkdir(parents=True, exist_ok=True)
     failure.write_text(reason + "\n")
     return code
