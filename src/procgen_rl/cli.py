@@ -96,7 +96,7 @@ def run_train(args: argparse.Namespace) -> None:
 
     outcome = train(experiment, run, resume=bool(args.resume))
     state = outcome.state
-    print(f"\nStopped by {outcome.stop_reason} after {state.iteration} iterations, "
+    print(f"\nStopped by {outcome.stop_reason} after {state.iteration} iteration{'s' * (state.iteration != 1)}, "
           f"{state.timesteps_total:,} env steps, {state.time_total_s:.0f} s of training.")
     print(f"Results:     {run.path}")
     print(f"Checkpoint:  {outcome.checkpoint}")
