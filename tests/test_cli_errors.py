@@ -51,6 +51,7 @@ def make_run_with_corrupt_checkpoint(root):
     (policy / "module_state.pkl").write_bytes(b"not a pickle")
     (policy / "class_and_ctor_args.pkl").write_bytes(b"\x80\x04garbage")
     (checkpoint / "trainer_state.json").write_text(json.dumps({"iteration": 1, "timesteps_total": 512}))
+    (checkpoint / "rllib_checkpoint.json").write_text("{}")
     (root / "config.yaml").write_text("name: smoke\n")
     return checkpoint
 
@@ -60,6 +61,24 @@ def test_rollout_of_a_corrupt_checkpoint(tmp_path):
     result = run_cli("rollout", str(checkpoint), timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "cannot load the policy" in result.stderr
+
+
+def test_resume_from_an_incomplete_checkpoint_fails_before_ray(tmp_path):
+    checkpoint = make_run_with_corrupt_checkpoint(tmp_path)
+    (checkpoint / "rllib_checkpoint.json").unlink()
+    result = run_cli("train", "--resume", str(tmp_path), timeout=120)
+    assert_one_line_error(result, "checkpoint_000001: no rllib_checkpoint.json")
+
+
+def test_resume_from_a_corrupt_checkpoint_is_one_line_and_keeps_the_config(tmp_path):
+    make_run_with_corrupt_checkpoint(tmp_path)
+    config_before = (tmp_path / "config.yaml").read_text()
+    result = run_cli("train", "--resume", str(tmp_path), "--set", "algorithm.num_envs=8",
+                     "--set", "algorithm.num_steps=64", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr[-3000:]
+    assert "cannot restore" in result.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "config.yaml").read_text() == config_before
 
 
 def test_new_run_into_a_run_with_checkpoints_is_refused_and_keeps_files(tmp_path):

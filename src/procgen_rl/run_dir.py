@@ -24,6 +24,7 @@ from procgen_rl.errors import CheckpointError
 RESULTS_DIR_ENV = "RESULTS_DIR"
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint_"
+RLLIB_METADATA = "rllib_checkpoint.json"  # written by RLlib's save_to_path
 
 
 @dataclass
@@ -81,6 +82,10 @@ class RunDir:
 
 
 def load_state(checkpoint: Path) -> TrainState:
+    """Our counters from a checkpoint, after checking it holds an RLlib algorithm state."""
+    if not (checkpoint / RLLIB_METADATA).is_file():
+        raise CheckpointError(f"{checkpoint}: no {RLLIB_METADATA}; not a complete RLlib checkpoint, "
+                              "pick another or start a new run")
     try:
         return TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
     except (OSError, ValueError, TypeError) as err:

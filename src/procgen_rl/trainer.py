@@ -20,7 +20,7 @@ from typing import Any
 
 from procgen_rl import registry
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, save_experiment
-from procgen_rl.errors import ConfigError, UserError
+from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.procgen import normalized_score
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state
@@ -212,14 +212,18 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
     if resume and checkpoint is None:
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
     state = load_state(checkpoint) if checkpoint else TrainState()
-    run.path.mkdir(parents=True, exist_ok=True)
-    save_experiment(experiment, run.config_path)
 
     init_ray(experiment)
     algo = config.build_algo()
     if checkpoint:
-        algo.restore_from_path(str(checkpoint.resolve()))
+        try:
+            algo.restore_from_path(str(checkpoint.resolve()))
+        except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
+            algo.stop()
+            raise CheckpointError(f"{checkpoint}: cannot restore ({type(err).__name__}: {err})") from None
         print(f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_total:,} steps", flush=True)
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_experiment(experiment, run.config_path)  # only now: a failed start leaves the old one
     reporter = Reporter(str(run.path))
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
