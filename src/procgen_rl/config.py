@@ -7,6 +7,7 @@ Nothing here imports Ray, torch or envpool.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -227,7 +228,7 @@ def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
 
 def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
     """Return `raw` with dotted-key overrides applied (values still raw; `_build` types them)."""
-    merged = _deep_copy(raw)
+    merged = copy.deepcopy(raw)
     for key, value in overrides.items():
         _set_dotted(merged, key, value, f"{source} {key}")
     return merged
@@ -333,7 +334,3 @@ def experiment_to_dict(experiment: Experiment) -> dict:
 def save_experiment(experiment: Experiment, path: Path) -> None:
     """Write the resolved config; `load_experiment` reads it back to the same Experiment."""
     path.write_text(yaml.safe_dump(experiment_to_dict(experiment), sort_keys=False))
-
-
-def _deep_copy(raw: dict) -> dict:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}

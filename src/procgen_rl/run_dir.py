@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from procgen_rl.errors import CheckpointError
 
@@ -65,7 +66,7 @@ class RunDir:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    def save_checkpoint(self, save_algorithm: callable, state: TrainState, keep: int) -> Path:
+    def save_checkpoint(self, save_algorithm: Callable[[str], Any], state: TrainState, keep: int) -> Path:
         """Write a checkpoint atomically (temp dir, then rename) and prune to the newest `keep`."""
         final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.iteration:06d}"
         partial = final.with_name(final.name + ".partial")
