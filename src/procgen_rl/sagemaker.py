@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +45,7 @@ DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
 RAY_PORT = 6379
 GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
 JOIN_TIMEOUT_S = 300
+HEAD_GONE_AFTER_MISSES = 3  # head port checks, 5 s apart, that fail before a worker leaves
 RUNNERS_PER_HOST = 1  # env runners each host takes when the job spans several hosts
 AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
@@ -138,19 +140,36 @@ def start_ray_head(env: TrainingEnv) -> None:
          f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
 
 
+def head_reachable(env: TrainingEnv) -> bool:
+    try:
+        socket.create_connection((env.head_host, RAY_PORT), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
 def join_ray_cluster(env: TrainingEnv) -> None:
-    """Join the head, retrying while it starts; block until the head goes away."""
+    """Join the head (waiting while it starts), sample until it finishes, then leave cleanly.
+
+    The worker's job ends with the head's: exit 0 when the head is gone or SIGTERM arrives, so a
+    finished job is not reported as a failed host. A join that fails is an error.
+    """
     deadline = time.time() + JOIN_TIMEOUT_S
-    while True:
-        try:
-            socket.create_connection((env.head_host, RAY_PORT), timeout=5).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise RuntimeError(f"Ray head {env.head_host}:{RAY_PORT} unreachable for {JOIN_TIMEOUT_S} s") from None
-            time.sleep(2)
-    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats", "--block",
+    while not head_reachable(env):
+        if time.time() > deadline:
+            raise RuntimeError(f"Ray head {env.head_host}:{RAY_PORT} unreachable for {JOIN_TIMEOUT_S} s")
+        time.sleep(2)
+    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats",
          f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
+    print(f"joined the Ray cluster at {env.head_host}; sampling until the head finishes", flush=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken below by sigtimedwait
+    misses = 0
+    while misses < HEAD_GONE_AFTER_MISSES:
+        if signal.sigtimedwait({signal.SIGTERM}, 5):  # the job is being stopped: leave now
+            break
+        misses = 0 if head_reachable(env) else misses + 1
+    _ray("stop", "--force")  # the job is over: nothing on this host is worth a grace period
+    print("head finished; left the Ray cluster", flush=True)
 
 
 def _ray(*args: str) -> None:
