@@ -16,25 +16,20 @@ import pytest
 
 from conftest import REPO, run_cli
 from procgen_rl import __version__
+from procgen_rl.errors import UserError
+from procgen_rl.local_mode import check_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
 
 
-def docker_ready() -> str | None:
-    """None when the engine answers and the image exists, else why not."""
-    try:
-        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "no Docker engine answers (docker info)"
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
-        return f"image {IMAGE} not built (make image-cpu)"
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def require_docker():
-    reason = docker_ready()
+    try:
+        check_docker(IMAGE)  # the launcher's own check: engine answers, image exists
+        reason = None
+    except UserError as err:
+        reason = str(err)
     if reason and os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the image tests: {reason}")
     if reason:
