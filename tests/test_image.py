@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, run_cli
 from procgen_rl import __version__
 from procgen_rl.errors import UserError
-from procgen_rl.local_mode import check_docker
+from procgen_rl.launch import check_docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")

@@ -1,4 +1,4 @@
-"""`procgen-rl`: train, rollout, and SageMaker local mode from the command line.
+"""`procgen-rl`: train, rollout, SageMaker local mode and SageMaker jobs from the command line.
 
 User errors (bad config, missing checkpoint) print one `error:` line and exit 2, before Ray
 starts; anything else is a bug and keeps its traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from procgen_rl import __version__
 from procgen_rl.errors import UserError
@@ -52,23 +53,121 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--image", default=f"procgen-rl:{__version__}-cpu", help="image (default: %(default)s)")
     local.add_argument("--run-dir", help="where model/ and output/ are unpacked "
                                          "(default: $RESULTS_DIR/<name>-sagemaker-<timestamp>)")
+    add_cloud_parser(commands)
     return parser
 
 
-def run_sagemaker_local(args: argparse.Namespace) -> None:
+def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
+    from procgen_rl import cloud
+
+    parser = commands.add_parser("cloud", help="SageMaker training jobs in your AWS account",
+                                 description=cloud.__doc__.splitlines()[0])
+    actions = parser.add_subparsers(dest="cloud_command", required=True)
+    train = actions.add_parser(
+        "train", help="push the image to ECR and start EXPERIMENT as a SageMaker training job",
+        description="Push the CPU or GPU image (picked by instance type) to ECR and start one training "
+                    "job: spot by default, checkpoints in S3 (a restart resumes), metrics parsed from "
+                    "the log. One instance type (--instance-type/--instance-count) or a GPU learner "
+                    "group plus a CPU rollout group (--gpu-instances/--cpu-instances).")
+    train.add_argument("experiment", help="an experiment under experiments/ (the image holds a copy)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="passed to the job as hyperparameters (same keys as train --set)")
+    train.add_argument("--instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
+    train.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
+    train.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
+    train.add_argument("--cpu-instances", type=int, default=0, help="hosts in the CPU rollout group")
+    train.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
+    train.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
+    train.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
+    train.add_argument("--max-run", type=int, default=86400, help="seconds of training at most (default 86400)")
+    train.add_argument("--max-wait", type=int, help="spot: seconds of training + waiting for capacity "
+                                                    "(default 2 x --max-run)")
+    train.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")
+    train.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+    train.add_argument("--role", help=f"SageMaker execution role, ARN or name (default: ${cloud.ROLE_ENV})")
+    train.add_argument("--bucket", help=f"S3 bucket for checkpoints, events, model (default: ${cloud.BUCKET_ENV})")
+    train.add_argument("--prefix", default=cloud.DEFAULT_PREFIX, help="S3 key prefix (default: %(default)s)")
+    train.add_argument("--job-name", help="default: procgen-rl-<experiment>-<UTC timestamp>")
+    train.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE",
+                       help="a tag on the job (repeatable)")
+    train.add_argument("--image", help="local image to push (default: procgen-rl:<version>-cpu|gpu by instance type)")
+    train.add_argument("--repository", default=cloud.DEFAULT_REPOSITORY, help="ECR repository (default: %(default)s)")
+    train.add_argument("--registry", help=f"push to this registry instead of ECR's (default: ${cloud.REGISTRY_ENV}; "
+                                          "for mirrors and tests)")
+    train.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
+    train.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request; push "
+                                                              "and start nothing")
+    fetch = actions.add_parser(
+        "fetch", help="download a cloud run's TensorBoard events and final model",
+        description="Sync RUN/tensorboard/ into DIR/run and unpack RUN/output/model.tar.gz into DIR/model.")
+    fetch.add_argument("run", help="s3://bucket/prefix/job, as `cloud train` printed it")
+    fetch.add_argument("dir", help="local directory")
+    fetch.add_argument("--model", action="store_true", help="fail unless the final model is there")
+    fetch.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")
+    fetch.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+
+
+def job_experiment(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """A job's experiment and overrides, validated here rather than in a container."""
     from procgen_rl.config import load_experiment, parse_set_args
+
+    overrides = parse_set_args(args.overrides)
+    return load_experiment(args.experiment, overrides), overrides
+
+
+def run_sagemaker_local(args: argparse.Namespace) -> None:
     from procgen_rl.local_mode import run_local_job
     from procgen_rl.run_dir import new_run_path
 
     if args.instances < 1:
         raise UserError(f"--instances must be >= 1, got {args.instances}")
-    overrides = parse_set_args(args.overrides)
-    experiment = load_experiment(args.experiment, overrides)  # fail here, not in a container
+    experiment, overrides = job_experiment(args)
     run_path = Path(args.run_dir) if args.run_dir else new_run_path(f"{experiment.name}-sagemaker")
     run_local_job(args.experiment, overrides, args.image, args.instances, run_path)
     print(f"\nResults:     {run_path}/output/data/run (config, TensorBoard events, steps_by_host.json)")
     print(f"Model:       {run_path}/model (config.yaml, final checkpoint, policy.pt2)")
     print(f"Evaluate:    procgen-rl rollout {run_path}/model")
+
+
+def run_cloud_train(args: argparse.Namespace) -> None:
+    import json
+
+    from procgen_rl import cloud
+
+    experiment, overrides = job_experiment(args)
+    tags = dict(tag.partition("=")[::2] for tag in args.tags)
+    if "" in tags or any("=" not in tag for tag in args.tags):
+        raise UserError(f"--tag: expected KEY=VALUE, got {' '.join(args.tags)}")
+    groups = cloud.instance_groups(args.instance_type, args.instance_count, args.gpu_instances,
+                                   args.cpu_instances, args.gpu_instance_type, args.cpu_instance_type)
+    spec, request = cloud.train_in_cloud(
+        args.experiment, experiment.name, overrides, groups, region=args.region, profile=args.profile,
+        role=args.role, bucket=args.bucket, prefix=args.prefix, spot=args.spot, max_run=args.max_run,
+        max_wait=args.max_wait, tags=tags, name=args.job_name, image=args.image, repository=args.repository,
+        registry=args.registry, wait=args.wait, dry_run=args.dry_run)
+    if args.dry_run:
+        print(json.dumps(cloud.redacted(request), indent=2))
+        print(f"\nDry run: nothing pushed or started. Job {spec.name} would write to {spec.run_uri}")
+        return
+    print(f"\nJob:         {spec.name} ({' + '.join(f'{g.count} x {g.instance_type}' for g in spec.groups)}, "
+          f"{'spot' if spec.spot else 'on-demand'})")
+    print(f"Run:         {spec.run_uri}")
+    print(f"TensorBoard: make tensorboard RUN={spec.run_uri}")
+    print(f"Evaluate:    make rollout RUN={spec.run_uri}   (once the job has finished)")
+
+
+def run_cloud_fetch(args: argparse.Namespace) -> None:
+    from procgen_rl import cloud
+
+    session = cloud.aws_session(args.region, args.profile)
+    with cloud.aws_errors():
+        fetched = cloud.fetch_run(session, args.run, Path(args.dir), need_model=args.model)
+    print(f"Run:   {fetched.run} ({fetched.files} new or changed files)")
+    print(f"Model: {fetched.model or 'not yet (the job writes it when it ends)'}")
+
+
+def run_cloud(args: argparse.Namespace) -> None:
+    {"train": run_cloud_train, "fetch": run_cloud_fetch}[args.cloud_command](args)
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -131,7 +230,8 @@ def run_rollout(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local}[args.command](args)
+        {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local,
+         "cloud": run_cloud}[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

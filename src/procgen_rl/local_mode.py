@@ -10,28 +10,14 @@ into the containers' environment).
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
 from procgen_rl.errors import UserError
-from procgen_rl.sagemaker import AUTH_TOKEN_ENV, EXPERIMENT_KEY
+from procgen_rl.launch import SDK_CONFIG, check_docker, estimator_arguments, import_estimator, unpack
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB
-
-
-def check_docker(image: str) -> None:
-    """One clear line if there is no engine or no image, before the SDK's long tracebacks."""
-    try:
-        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        raise UserError("no Docker engine answers (`docker info` failed): start Docker, "
-                        "or train with BACKEND=native") from None
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        raise UserError(f"image {image} not found: build it with `make image-cpu`")
 
 
 def local_session() -> Any:
@@ -41,8 +27,7 @@ def local_session() -> Any:
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # no metadata-service probes
     boto_session = boto3.Session(aws_access_key_id="local-mode", aws_secret_access_key="local-mode",
                                  region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    session = LocalSession(boto_session=boto_session, sagemaker_config={
-        "SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}})
+    session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
     session.config = {"local": {"local_code": True, "container_config": {"shm_size": SHM_SIZE}}}
     return session
 
@@ -50,33 +35,24 @@ def local_session() -> Any:
 def run_local_job(experiment_file: str, overrides: dict[str, Any], image: str, instances: int,
                   run_path: Path) -> Path:
     """Run the job; unpack model.tar.gz and output.tar.gz into `run_path`; return it."""
-    if not Path(experiment_file).resolve().is_relative_to(Path("experiments").resolve()):
-        raise UserError(f"{experiment_file}: the image only holds experiments/*.yaml; put the file there "
-                        "and rebuild the image (make image-cpu)")
+    arguments = estimator_arguments(experiment_file, overrides)
     check_docker(image)
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is what local mode needs here
-    from sagemaker.estimator import Estimator
-
+    Estimator = import_estimator()
     run_path.mkdir(parents=True, exist_ok=False)
     estimator = Estimator(
         image_uri=image,
         role=ROLE,
         instance_count=instances,
         instance_type="local",
-        hyperparameters={EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides},
-        environment={AUTH_TOKEN_ENV: secrets.token_hex(16)},
         output_path=f"file://{run_path.resolve()}",
         base_job_name="procgen-rl",
         sagemaker_session=local_session(),
-        disable_profiler=True,
-        debugger_hook_config=False,
+        **arguments,
     )
     try:
         estimator.fit(wait=True, logs=True)
     except RuntimeError as err:  # the SDK's "Failed to run: [docker-compose ...]"
         raise UserError(f"the local training job failed ({err}); its log is above") from None
     for archive in sorted(run_path.rglob("*.tar.gz")):
-        target = run_path / archive.name.removesuffix(".tar.gz")
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
+        unpack(archive, run_path / archive.name.removesuffix(".tar.gz"))
     return run_path

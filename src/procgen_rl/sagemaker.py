@@ -40,6 +40,9 @@ from procgen_rl.errors import ConfigError, UserError
 from procgen_rl.reporting import HOST_LABEL_ENV
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+CONTAINER_BASE = Path("/opt/ml")
+RUN_SUBDIR = Path("output/data/run")  # the run directory: events, config.yaml, steps_by_host.json
+CHECKPOINTS_SUBDIR = Path("checkpoints")
 EXPERIMENT_KEY = "experiment"
 DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
 RAY_PORT = 6379
@@ -71,16 +74,27 @@ class TrainingEnv:
 
     @property
     def run_path(self) -> Path:
-        return self.base / "output" / "data" / "run"
+        return self.base / RUN_SUBDIR
 
     @property
     def checkpoints_path(self) -> Path:
-        return self.base / "checkpoints"
+        return self.base / CHECKPOINTS_SUBDIR
 
     @property
     def model_path(self) -> Path:
         return self.base / "model"
 
+
+def encode_hyperparameters(experiment_file: str, overrides: dict[str, Any]) -> dict[str, str]:
+    """The job's hyperparameters: `experiment` (its path inside the image) + overrides, JSON-encoded.
+
+    Only files under experiments/ are in the image; nothing else is uploaded with the job.
+    """
+    if not Path(experiment_file).resolve().is_relative_to(Path("experiments").resolve()):
+        raise UserError(f"{experiment_file}: the image only holds experiments/*.yaml; put the file there "
+                        "and rebuild the image (make image-cpu / make image-gpu)")
+    values = {EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides}
+    return {key: json.dumps(value) for key, value in values.items()}
 
 
 def decode_hyperparameter(text: Any) -> Any:
@@ -93,16 +107,25 @@ def decode_hyperparameter(text: Any) -> Any:
         return text
 
 
+def all_hosts(resource_config: dict) -> tuple[str, ...]:
+    """Every host of the job, sorted: `hosts` and the hosts of each instance group (a heterogeneous
+    job lists them per group; the union is right whichever of the two lists the others)."""
+    hosts = set(resource_config.get("hosts", []))
+    for group in resource_config.get("instance_groups", []):
+        hosts.update(group.get("hosts", []))
+    return tuple(sorted(hosts))
+
+
 def head_host(resource_config: dict) -> str:
     """The first host of a GPU instance group (the learner), else the first host."""
     for group in resource_config.get("instance_groups", []):
         if group.get("instance_type", "").startswith(GPU_FAMILIES) and group.get("hosts"):
             return sorted(group["hosts"])[0]
-    return sorted(resource_config["hosts"])[0]
+    return all_hosts(resource_config)[0]
 
 
 def base_dir() -> Path:
-    return Path(os.environ.get(BASE_DIR_ENV, "/opt/ml"))
+    return Path(os.environ.get(BASE_DIR_ENV, CONTAINER_BASE))
 
 
 def read_training_env() -> TrainingEnv:
@@ -116,7 +139,7 @@ def read_training_env() -> TrainingEnv:
     hyperparameters_file = config_dir / "hyperparameters.json"
     raw = json.loads(hyperparameters_file.read_text()) if hyperparameters_file.is_file() else {}
     hyperparameters = {k: decode_hyperparameter(v) for k, v in raw.items() if not k.startswith("sagemaker_")}
-    return TrainingEnv(base, hyperparameters, resources["current_host"], tuple(sorted(resources["hosts"])),
+    return TrainingEnv(base, hyperparameters, resources["current_host"], all_hosts(resources),
                        head_host(resources))
 
 

@@ -1,0 +1,66 @@
+"""What the two SageMaker launchers (`local_mode`, `cloud`) share, so a job means the same in both.
+
+The same image, the same hyperparameters (`sagemaker.encode_hyperparameters`), a fresh random
+RAY_AUTH_TOKEN in the job's environment, no profiler or debugger hooks, SDK telemetry off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import tarfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from procgen_rl.errors import UserError
+from procgen_rl.sagemaker import AUTH_TOKEN_ENV, encode_hyperparameters
+
+# Passed to the SDK's sessions: no telemetry, and no SDK defaults read from S3 or ~/.config.
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+def check_docker(image: str, build_command: str = "make image-cpu") -> None:
+    """One clear line if there is no engine or no image, before the SDK's long tracebacks."""
+    try:
+        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        raise UserError("no Docker engine answers (`docker info` failed): start Docker, "
+                        "or train with BACKEND=native") from None
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+        raise UserError(f"image {image} not found: build it with `{build_command}`")
+
+
+def estimator_arguments(experiment_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Estimator keyword arguments every launch uses; the caller adds image, role, instances, output."""
+    return {
+        "hyperparameters": encode_hyperparameters(experiment_file, overrides),
+        "environment": {AUTH_TOKEN_ENV: secrets.token_hex(16)},  # one per job, the same on every host
+        "disable_profiler": True,
+        "debugger_hook_config": False,
+    }
+
+
+def import_sdk() -> ModuleType:
+    """The SageMaker SDK, imported without its v2-deprecation banner and config-file chatter."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the pinned SDK
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Not applying SDK defaults..."
+    import sagemaker
+
+    return sagemaker
+
+
+def import_estimator() -> type:
+    import_sdk()
+    from sagemaker.estimator import Estimator
+
+    return Estimator
+
+
+def unpack(archive: Path, target: Path) -> Path:
+    """A job's model.tar.gz / output.tar.gz into `target` (only plain files and directories)."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return target
