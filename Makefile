@@ -19,20 +19,43 @@ RUN ?= $(shell ls -td $(RESULTS_DIR)/*/ 2>/dev/null | head -1)
 EPISODES ?= 16
 TB_PORT ?= 6006
 PYTEST_ARGS ?=
+# train-cloud (a SageMaker job; AWS region/credentials from env or profile, SAGEMAKER_ROLE, SAGEMAKER_BUCKET)
+INSTANCE_TYPE ?=
+INSTANCE_COUNT ?= 1
+GPU_INSTANCES ?= 0
+CPU_INSTANCES ?= 0
+GPU_INSTANCE_TYPE ?=
+CPU_INSTANCE_TYPE ?=
+SPOT ?= 1
+MAX_RUN ?=
+WAIT ?=
+DRY_RUN ?=
+CLOUD_ARGS ?=
 
 export RESULTS_DIR
 BIN := $(VENV)/bin
 OVERRIDES := $(foreach s,$(SET),--set $(s))
 SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
 RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
+yes = $(filter-out 0 no false,$(1))
+CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES) --cpu-instances $(CPU_INSTANCES) \
+	$(if $(INSTANCE_TYPE),--instance-type $(INSTANCE_TYPE)) $(if $(GPU_INSTANCE_TYPE),--gpu-instance-type $(GPU_INSTANCE_TYPE)) \
+	$(if $(CPU_INSTANCE_TYPE),--cpu-instance-type $(CPU_INSTANCE_TYPE)) $(if $(call yes,$(SPOT)),,--no-spot) \
+	$(if $(MAX_RUN),--max-run $(MAX_RUN)) $(if $(call yes,$(WAIT)),--wait) $(if $(call yes,$(DRY_RUN)),--dry-run) $(CLOUD_ARGS)
+# RUN=s3://bucket/prefix/job: a cloud run, fetched into RESULTS_DIR/job first
+S3_RUN = $(filter s3://%,$(RUN))
+S3_RUN_DIR = $(RESULTS_DIR)/$(notdir $(patsubst %/,%,$(RUN)))
 
-.PHONY: help venv train-local rollout tensorboard test bench image-cpu image-gpu clean
+.PHONY: help venv train-local train-cloud rollout tensorboard test bench image-cpu image-gpu clean
 
 help: ## list the targets and their variables
 	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
 	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native | sagemaker)"
 	@echo "           INSTANCES=$(INSTANCES) (sagemaker) IMAGE=$(IMAGE) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
+	@echo "train-cloud: INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=$(INSTANCE_COUNT) | GPU_INSTANCES=1 CPU_INSTANCES=3"
+	@echo "           GPU_INSTANCE_TYPE=ml.g4dn.xlarge CPU_INSTANCE_TYPE=ml.c5.4xlarge SPOT=$(SPOT) MAX_RUN=<s> WAIT=1 DRY_RUN=1"
+	@echo "           CLOUD_ARGS='--bucket B --role R ...'; RUN=s3://bucket/prefix/job for rollout and tensorboard"
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,12 +78,25 @@ else
 	$(BIN)/procgen-rl train --resume $(RESUME) $(SET_ARGS)
 endif
 
-rollout: $(BIN)/procgen-rl ## evaluate RUN (default: newest run): returns, normalized score, video
-	@[ -n "$(RUN)" ] || { echo "error: no run in $(RESULTS_DIR)/; train first or set RUN=<run dir>" >&2; exit 2; }
-	$(BIN)/procgen-rl rollout $(RUN) --episodes $(EPISODES)
+train-cloud: $(BIN)/procgen-rl ## start EXPERIMENT as a SageMaker training job (build the image first: make image-gpu)
+	$(BIN)/procgen-rl cloud train $(EXPERIMENT) $(strip $(CLOUD_FLAGS)) $(OVERRIDES)
 
-tensorboard: $(BIN)/procgen-rl ## serve RESULTS_DIR (or RUN=<run dir>) on 127.0.0.1, port TB_PORT (6006)
+rollout: $(BIN)/procgen-rl ## evaluate RUN (default: newest run; s3://... a cloud run's model): returns, score, video
+	@[ -n "$(RUN)" ] || { echo "error: no run in $(RESULTS_DIR)/; train first or set RUN=<run dir>" >&2; exit 2; }
+ifneq ($(S3_RUN),)
+	$(BIN)/procgen-rl cloud fetch $(RUN) $(S3_RUN_DIR) --model
+	$(BIN)/procgen-rl rollout $(S3_RUN_DIR)/model --episodes $(EPISODES)
+else
+	$(BIN)/procgen-rl rollout $(RUN) --episodes $(EPISODES)
+endif
+
+tensorboard: $(BIN)/procgen-rl ## serve RESULTS_DIR (or RUN=<run dir> or s3://..., synced first) on 127.0.0.1:TB_PORT
+ifneq ($(S3_RUN),)
+	$(BIN)/procgen-rl cloud fetch $(RUN) $(S3_RUN_DIR)
+	$(BIN)/tensorboard --logdir $(S3_RUN_DIR)/run --host 127.0.0.1 --port $(TB_PORT)
+else
 	$(BIN)/tensorboard --logdir $(if $(filter command line,$(origin RUN)),$(RUN),$(RESULTS_DIR)) --host 127.0.0.1 --port $(TB_PORT)
+endif
 
 test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)

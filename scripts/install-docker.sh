@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make a Docker engine usable on a fresh Debian-like CI machine (run as root):
-#   1. apt-get install docker.io docker-compose debootstrap, when any is missing;
+#   1. apt-get install docker.io docker-compose debootstrap docker-registry, when any is missing
+#      (docker-registry: the local registry tests/test_cloud.py pushes to; its service is not
+#      started here, the tests start it on a free 127.0.0.1 port);
 #   2. start dockerd in the background when `docker info` does not answer (no systemd in CI);
 #   3. wait up to DOCKERD_WAIT_S (60) seconds for it.
 # Idempotent: on a machine with a running engine it only checks.
@@ -22,6 +24,7 @@ missing=()
 [ -x /usr/bin/docker ] && command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || die "apt-get not found; install ${missing[*]} by hand"
     echo "install-docker: installing ${missing[*]}"
@@ -29,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq || die "apt-get update failed"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
+fi
+# Under systemd Debian's package starts a registry on every interface (:5000); the tests start
+# their own on loopback, so a started service is stopped.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry
 fi
 
 if "$DOCKER" info >/dev/null 2>&1; then

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,43 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Ray" not in result.stdout + result.stderr  # failed before Ray started
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tensorboard_scalar_tags(logdir: Path, expected: str, timeout: float = 90) -> str:
+    """A real TensorBoard server on `logdir` (loopback): its scalar tags, as JSON text, once
+    `expected` is among them or `timeout` passed."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, tags = time.time() + timeout, "{}"
+        while time.time() < deadline and expected not in tags:
+            time.sleep(1)
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                tags = json.dumps(json.loads(urllib.request.urlopen(url, timeout=5).read()))
+            except OSError:
+                continue
+        return tags
+    finally:
+        server.terminate()
+        server.wait(30)

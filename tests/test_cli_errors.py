@@ -4,18 +4,9 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 PPO = "experiments/ppo-8m.yaml"
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Ray" not in result.stdout + result.stderr  # failed before Ray started
 
 
 @pytest.mark.parametrize("args, fragments", [

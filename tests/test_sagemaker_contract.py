@@ -76,3 +76,22 @@ def test_head_is_the_first_host_or_the_gpu_group():
 def test_missing_resource_config_is_a_clear_error(opt_ml):
     with pytest.raises(ConfigError, match="resourceconfig.json: unreadable"):
         sagemaker.read_training_env()
+
+
+@pytest.mark.parametrize("hosts_listed", ["all", "own group"])
+def test_heterogeneous_job_counts_every_group_and_heads_on_the_gpu_group(opt_ml, hosts_listed):
+    """resourceconfig.json of `cloud train --gpu-instances 1 --cpu-instances 3`, as seen on a CPU host.
+
+    sagemaker-training documents `hosts` as every group's hosts; should a host see only its own
+    group's there, the groups still name them all: the head must count four (it waits for that
+    many Ray nodes) either way.
+    """
+    groups = [{"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-4"]},
+              {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge",
+               "hosts": ["algo-1", "algo-2", "algo-3"]}]
+    hosts = ["algo-1", "algo-2", "algo-3", "algo-4"] if hosts_listed == "all" else ["algo-1", "algo-2", "algo-3"]
+    write_config(opt_ml, {}, {"current_host": "algo-2", "current_group_name": "rollout",
+                              "current_instance_type": "ml.c5.4xlarge", "hosts": hosts, "instance_groups": groups})
+    env = sagemaker.read_training_env()
+    assert env.hosts == ("algo-1", "algo-2", "algo-3", "algo-4")
+    assert env.head_host == "algo-4" and not env.is_head

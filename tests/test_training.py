@@ -9,16 +9,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI, REPO, run_cli
+from conftest import CLI, REPO, run_cli, tensorboard_scalar_tags
 
 pytestmark = pytest.mark.slow
 METRIC_LINE = re.compile(r"^\[metrics\] .*$", re.MULTILINE)
@@ -102,31 +98,9 @@ def test_tensorboard_event_files_hold_the_scalars(resumed_run):
     assert len(steps) == 4 and steps == sorted(steps)  # 2 iterations + 2 after resume, one axis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tensorboard_server_serves_the_run(resumed_run):
     run_dir, _, _ = resumed_run
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(run_dir),
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, tags = time.time() + 90, {}
-        while time.time() < deadline and "charts/steps_per_s" not in json.dumps(tags):
-            time.sleep(1)
-            try:
-                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
-                tags = json.loads(urllib.request.urlopen(url, timeout=5).read())
-            except OSError:
-                continue
-        assert "charts/steps_per_s" in json.dumps(tags)
-    finally:
-        server.terminate()
-        server.wait(30)
+    assert "charts/steps_per_s" in tensorboard_scalar_tags(run_dir, "charts/steps_per_s")
 
 
 def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):

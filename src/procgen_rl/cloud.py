@@ -100,8 +100,8 @@ def instance_groups(instance_type: str, instance_count: int, gpu_instances: int,
     if not learner.gpu:
         raise UserError(f"--gpu-instance-type {gpu_instance_type}: not a GPU type (families {', '.join(GPU_FAMILIES)})")
     if rollout.gpu:
-        raise UserError(f"--cpu-instance-type {cpu_instance_type}: a GPU type; the rollout group is CPU-only "
-                        "(the Ray head goes to the GPU group)")
+        raise UserError(f"--cpu-instance-type {cpu_instance_type}: a GPU type; the rollout group samples "
+                        "on CPUs, the learner group has the GPUs")
     return learner, rollout
 
 
@@ -303,18 +303,12 @@ def redacted(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "Environment": environment} if environment else request
 
 
-def train_in_cloud(experiment_file: str, experiment_name: str, overrides: dict[str, Any],
-                   groups: tuple[InstanceGroup, ...], *, region: str | None = None, profile: str | None = None,
-                   role: str | None = None, bucket: str | None = None, prefix: str = DEFAULT_PREFIX,
-                   spot: bool = True, max_run: int = 86400, max_wait: int | None = None,
-                   tags: dict[str, str] | None = None, name: str | None = None, image: str | None = None,
-                   repository: str = DEFAULT_REPOSITORY, registry: str | None = None, wait: bool = False,
-                   dry_run: bool = False) -> tuple[JobSpec, dict[str, Any]]:
-    """Check the configuration, push the image (not on a dry run), start the job.
-
-    Returns the job and its CreateTrainingJob request. Configuration errors come first, before
-    Docker or AWS is asked anything.
-    """
+def plan_job(experiment_name: str, groups: tuple[InstanceGroup, ...], bucket: str, *,
+             prefix: str = DEFAULT_PREFIX, spot: bool = True, max_run: int = 86400, max_wait: int | None = None,
+             tags: dict[str, str] | None = None, name: str | None = None) -> JobSpec:
+    """The job's name, instances, S3 place and limits, checked (max_wait defaults to 2 x max_run)."""
+    if max_run < 1:
+        raise UserError(f"--max-run must be >= 1 s, got {max_run}")
     if spot:
         max_wait = max_wait or 2 * max_run
         if max_wait < max_run:
@@ -322,17 +316,31 @@ def train_in_cloud(experiment_file: str, experiment_name: str, overrides: dict[s
                             "for capacity within max-wait)")
     elif max_wait:
         raise UserError("--max-wait applies to spot jobs only; drop it or drop --no-spot")
+    return JobSpec(check_job_name(name) if name else job_name(experiment_name), groups, bucket,
+                   prefix.strip("/"), spot, max_run, max_wait,
+                   {"project": "procgen-rl", "experiment": experiment_name, **(tags or {})})
+
+
+def train_in_cloud(experiment_file: str, experiment_name: str, overrides: dict[str, Any],
+                   groups: tuple[InstanceGroup, ...], *, region: str | None = None, profile: str | None = None,
+                   role: str | None = None, bucket: str | None = None, image: str | None = None,
+                   repository: str = DEFAULT_REPOSITORY, registry: str | None = None, wait: bool = False,
+                   dry_run: bool = False, **plan: Any) -> tuple[JobSpec, dict[str, Any]]:
+    """Check the configuration, push the image (not on a dry run), start the job.
+
+    `plan` is `plan_job`'s keywords. Returns the job and its CreateTrainingJob request.
+    Configuration errors come first, before Docker or AWS is asked anything.
+    """
     common = estimator_arguments(experiment_file, overrides)
     role = required(role, "--role", ROLE_ENV, "SageMaker execution role (ARN or name)")
-    bucket = required(bucket, "--bucket", BUCKET_ENV, "S3 bucket for checkpoints and output")
-    spec = JobSpec(check_job_name(name) if name else job_name(experiment_name), groups, bucket,
-                   prefix.strip("/"), spot, max_run, max_wait if spot else None,
-                   {"project": "procgen-rl", "experiment": experiment_name, **(tags or {})})
+    spec = plan_job(experiment_name, groups, required(bucket, "--bucket", BUCKET_ENV, "S3 bucket for "
+                                                      "checkpoints and output"), **plan)
     session = aws_session(region, profile)
+    with aws_errors():
+        check_bucket(session, spec.bucket)
     image = image or local_image(spec.variant)
     check_docker(image, f"make image-{spec.variant}")
     with aws_errors():
-        check_bucket(session, bucket)
         remote, auth = remote_image(session, image, repository, registry or os.environ.get(REGISTRY_ENV))
         if not dry_run:
             push_image(session, image, remote, repository, auth)
