@@ -40,7 +40,9 @@ ROLE_NAME = "procgen-rl-test-role"
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/procgen-rl:0.1.0-gpu-0123456789ab"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"  # where SageMaker (and the SDK's log streaming) keeps job logs
 AWS_SETTINGS = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", cloud.ROLE_ENV, cloud.BUCKET_ENV, cloud.REGISTRY_ENV)
+                "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                cloud.ROLE_ENV, cloud.BUCKET_ENV, cloud.REGISTRY_ENV)
 
 
 @pytest.fixture(autouse=True)
@@ -303,6 +305,12 @@ def test_a_missing_bucket_is_one_line(aws):
     result = run_cli("cloud", "train", "experiments/smoke.yaml", "--role", ROLE_NAME, "--bucket", "no-such-bucket",
                      timeout=120)
     assert_one_line_error(result, "--bucket or SAGEMAKER_BUCKET: bucket 'no-such-bucket' not usable")
+
+
+def test_no_docker_engine_is_one_line(aws):
+    result = run_cli("cloud", "train", "experiments/smoke.yaml", "--role", ROLE_NAME, "--bucket", BUCKET,
+                     "--dry-run", timeout=120, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert_one_line_error(result, "no Docker engine answers", "start Docker (the image is pushed from it)")
 
 
 def upload_tree(aws, root: Path, prefix: str) -> None:

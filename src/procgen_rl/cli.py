@@ -149,11 +149,11 @@ def run_cloud_train(args: argparse.Namespace) -> None:
         print(json.dumps(cloud.redacted(request), indent=2))
         print(f"\nDry run: nothing pushed or started. Job {spec.name} would write to {spec.run_uri}")
         return
-    print(f"\nJob:         {spec.name} ({' + '.join(f'{g.count} x {g.instance_type}' for g in spec.groups)}, "
-          f"{'spot' if spec.spot else 'on-demand'})")
+    print(f"\nJob:         {spec.summary}")
     print(f"Run:         {spec.run_uri}")
     print(f"TensorBoard: make tensorboard RUN={spec.run_uri}")
     print(f"Evaluate:    make rollout RUN={spec.run_uri}   (once the job has finished)")
+    print(f"Status:      aws sagemaker describe-training-job --training-job-name {spec.name}")
 
 
 def run_cloud_fetch(args: argparse.Namespace) -> None:

@@ -77,6 +77,11 @@ class JobSpec:
         return f"s3://{self.bucket}/{self.prefix}/{self.name}" if self.prefix else f"s3://{self.bucket}/{self.name}"
 
     @property
+    def summary(self) -> str:
+        hosts = " + ".join(f"{g.count} x {g.instance_type}" for g in self.groups)
+        return f"{self.name} ({hosts}, {'spot' if self.spot else 'on-demand'})"
+
+    @property
     def variant(self) -> str:
         """One image per job: the GPU image when any group has GPUs (it runs on CPU hosts too)."""
         return "gpu" if any(group.gpu for group in self.groups) else "cpu"
@@ -217,7 +222,7 @@ def push_image(session: Any, image: str, remote: str, repository: str, auth: dic
     login = subprocess.run(["docker", "login", "--username", user, "--password-stdin", host],
                            input=password, capture_output=True, text=True)
     if login.returncode:
-        raise UserError(f"docker login {host} failed: {login.stderr.strip().splitlines()[-1:]}")
+        raise UserError(f"docker login {host} failed: {' '.join(login.stderr.split()) or 'no reason given'}")
     subprocess.run(["docker", "tag", image, remote], check=True)
     print(f"pushing {image} to {remote} (layers already there are skipped)", flush=True)
     if subprocess.run(["docker", "push", remote]).returncode:
@@ -291,7 +296,7 @@ def start_job(spec: JobSpec, kwargs: dict[str, Any], session: Any, wait: bool = 
         try:
             estimator.fit(job_name=spec.name, wait=wait and not dry_run, logs="All" if wait else False)
         except UnexpectedStatusException as err:
-            raise UserError(f"training job {spec.name}: {err}") from None
+            raise UserError(" ".join(str(err).split())) from None  # "Error for Training job X: Failed. Reason: ..."
     return requests[-1]
 
 
@@ -339,12 +344,14 @@ def train_in_cloud(experiment_file: str, experiment_name: str, overrides: dict[s
     with aws_errors():
         check_bucket(session, spec.bucket)
     image = image or local_image(spec.variant)
-    check_docker(image, f"make image-{spec.variant}")
+    check_docker(image, f"make image-{spec.variant}", hint=" (the image is pushed from it)")
     with aws_errors():
         remote, auth = remote_image(session, image, repository, registry or os.environ.get(REGISTRY_ENV))
         if not dry_run:
             push_image(session, image, remote, repository, auth)
         kwargs = estimator_kwargs(spec, remote, role, common)
+        if not dry_run:
+            print(f"starting training job {spec.summary}\nrun: {spec.run_uri}", flush=True)
         return spec, start_job(spec, kwargs, session, wait=wait, dry_run=dry_run)
 
 

@@ -22,13 +22,13 @@ from procgen_rl.sagemaker import AUTH_TOKEN_ENV, encode_hyperparameters
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
 
-def check_docker(image: str, build_command: str = "make image-cpu") -> None:
+def check_docker(image: str, build_command: str = "make image-cpu",
+                 hint: str = ", or train with BACKEND=native") -> None:
     """One clear line if there is no engine or no image, before the SDK's long tracebacks."""
     try:
         subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        raise UserError("no Docker engine answers (`docker info` failed): start Docker, "
-                        "or train with BACKEND=native") from None
+        raise UserError(f"no Docker engine answers (`docker info` failed): start Docker{hint}") from None
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
         raise UserError(f"image {image} not found: build it with `{build_command}`")
 
