@@ -1,4 +1,6 @@
-# procgen-rl: `make help` lists the targets. Every variable below can be set on the command line.
+# procgen-rl: `make help` lists the targets. Every variable below can be set on the command line,
+# or for one machine in a git-ignored local.mk (e.g. DOCKER, BASE_IMAGE, DOCKER_BUILD_ARGS).
+-include local.mk
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv

@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from procgen_rl.docker_engine import check_docker
 from procgen_rl.errors import UserError
-from procgen_rl.sagemaker import AUTH_TOKEN_ENV, EXPERIMENT_KEY
+from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
+from procgen_rl.sagemaker import EXPERIMENT_KEY
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB
-
-
-def check_docker(image: str) -> None:
-    """One clear line if there is no engine or no image, before the SDK's long tracebacks."""
-    try:
-        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        raise UserError("no Docker engine answers (`docker info` failed): start Docker, "
-                        "or train with BACKEND=native") from None
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        raise UserError(f"image {image} not found: build it with `make image-cpu`")
 
 
 def local_session() -> Any:
