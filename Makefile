@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PIP_ARGS ?=
-BACKEND ?= native
+BACKEND ?= auto
+WORKERS ?= 2
 INSTANCES ?= 1
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= procgen-rl
@@ -21,20 +22,22 @@ RUN ?= $(shell ls -td $(RESULTS_DIR)/*/ 2>/dev/null | head -1)
 EPISODES ?= 16
 TB_PORT ?= 6006
 PYTEST_ARGS ?=
+BENCH_WORKERS ?= 0 1 2
 
 export RESULTS_DIR
 BIN := $(VENV)/bin
 OVERRIDES := $(foreach s,$(SET),--set $(s))
 SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
-RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help venv train-local rollout tensorboard test bench image-cpu image-gpu clean
+.PHONY: help venv train-local cluster-up cluster-down cluster-logs rollout tensorboard test bench bench-cluster image-cpu image-gpu clean
 
 help: ## list the targets and their variables
-	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
-	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native | sagemaker)"
-	@echo "           INSTANCES=$(INSTANCES) (sagemaker) IMAGE=$(IMAGE) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
+	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR)"
+	@echo "           BACKEND=$(BACKEND) (auto: compose if Docker answers, else native | compose | native | sagemaker)"
+	@echo "           WORKERS=$(WORKERS) (compose) INSTANCES=$(INSTANCES) (sagemaker)"
+	@echo "           IMAGE=$(IMAGE) DOCKER=$(DOCKER) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,19 +46,27 @@ $(BIN)/procgen-rl: pyproject.toml
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
 
-train-local: $(BIN)/procgen-rl ## train EXPERIMENT here, stopping after TIME_LIMIT seconds (RESUME=<run> continues one)
+train-local: $(BIN)/procgen-rl ## train EXPERIMENT for up to TIME_LIMIT s (compose cluster, or native without Docker)
 ifeq ($(BACKEND),sagemaker)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info): start Docker, or use BACKEND=native" >&2; exit 2; }
 	$(MAKE) image-cpu
 	$(BIN)/procgen-rl sagemaker-local $(EXPERIMENT) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu $(SET_ARGS)
-else ifneq ($(BACKEND),native)
-	@echo "error: unknown BACKEND=$(BACKEND); available: native, sagemaker" >&2; exit 2
-else ifeq ($(RESUME),)
-	$(BIN)/procgen-rl train $(EXPERIMENT) --run-dir $(RUN_DIR) $(SET_ARGS)
-	@echo "With make:   make train-local RESUME=$(RUN_DIR) TIME_LIMIT=0   (continues to the full step budget)"
+else ifeq ($(filter $(BACKEND),auto compose native),)
+	@echo "error: unknown BACKEND=$(BACKEND); available: auto, compose, native, sagemaker" >&2; exit 2
 else
-	$(BIN)/procgen-rl train --resume $(RESUME) $(SET_ARGS)
+	@if [ $(BACKEND) != native ] && $(DOCKER) info >/dev/null 2>&1; then $(MAKE) --no-print-directory image-cpu; fi
+	$(BIN)/procgen-rl train $(if $(RESUME),--resume $(RESUME),$(EXPERIMENT) --resume-interrupted) $(SET_ARGS) \
+		--backend $(BACKEND) --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
 endif
+
+cluster-up: $(BIN)/procgen-rl image-cpu ## start a Ray head + WORKERS worker containers that wait for your drivers
+	$(BIN)/procgen-rl cluster up --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
+
+cluster-down: $(BIN)/procgen-rl ## stop and remove the compose cluster
+	$(BIN)/procgen-rl cluster down
+
+cluster-logs: $(BIN)/procgen-rl ## follow the compose cluster's logs
+	$(BIN)/procgen-rl cluster logs
 
 rollout: $(BIN)/procgen-rl ## evaluate RUN (default: newest run): returns, normalized score, video
 	@[ -n "$(RUN)" ] || { echo "error: no run in $(RESULTS_DIR)/; train first or set RUN=<run dir>" >&2; exit 2; }
@@ -69,6 +80,9 @@ test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the i
 
 bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
 	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+bench-cluster: $(BIN)/procgen-rl image-cpu ## compose sampling steps/s for WORKERS in BENCH_WORKERS (0 1 2)
+	$(BIN)/python scripts/bench_cluster.py $(EXPERIMENT) --workers $(BENCH_WORKERS) --image $(IMAGE):$(VERSION)-cpu
 
 image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \

@@ -7,14 +7,13 @@ these tests skip, saying why; under CI=true a missing engine or image is a failu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE, REPO, run_cli
+from conftest import IMAGE, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("require_docker")]
 

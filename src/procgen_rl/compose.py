@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from procgen_rl.config import Experiment
+from procgen_rl.config import Experiment, validate
 from procgen_rl.errors import UserError
 from procgen_rl.ray_cluster import AUTH_TOKEN_ENV, CLIENT_PORT
 from procgen_rl.run_dir import RunDir
@@ -49,8 +49,7 @@ class Cluster:
                  driver: Sequence[str] = (), client_port: int = CLIENT_PORT) -> None:
         if not COMPOSE_FILE.is_file():
             raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
-        results = Path(os.environ.get("RESULTS_DIR", "results")).resolve()
-        results.mkdir(parents=True, exist_ok=True)  # by the host user, before Docker could create it
+        self.results = Path(os.environ.get("RESULTS_DIR", "results")).resolve()
         self.workers = workers
         self.command = [*compose_command(), "-p", PROJECT_NAME, "-f", str(COMPOSE_FILE)]
         self.env = {
@@ -59,7 +58,7 @@ class Cluster:
             "HOST_UID": str(os.getuid()),
             "HOST_GID": str(os.getgid()),
             "PROJECT_DIR": str(PROJECT_DIR),
-            "RESULTS_DIR": str(results),
+            "RESULTS_DIR": str(self.results),
             AUTH_TOKEN_ENV: secrets.token_hex(16),
             "HEAD_SLOTS": str(head_slots),
             "WORKER_SLOTS": str(worker_slots),
@@ -80,6 +79,7 @@ class Cluster:
     def up(self) -> None:
         if self.is_up():
             raise UserError(f"a compose cluster ({PROJECT_NAME}) is already up: `make cluster-down` first")
+        self.results.mkdir(parents=True, exist_ok=True)  # by the host user, before Docker would (as root)
         self.compose("up", "--detach", "--scale", f"ray-worker={self.workers}")
 
     def down(self) -> None:
@@ -124,6 +124,7 @@ def cluster_resources(experiment: Experiment, workers: int, runners_set: bool) -
         return max(1, resources.num_env_runners), 0
     if not runners_set:
         resources.num_env_runners = workers
+        validate(experiment, "compose", {"resources.num_env_runners": f"--workers {workers} (one env runner each)"})
     resources.spread_env_runners = True
     return 0, max(1, math.ceil(resources.num_env_runners / workers))
 
