@@ -1,9 +1,12 @@
-# procgen-rl: `make help` lists the targets. Every variable below can be set on the command line.
+# procgen-rl: `make help` lists the targets. Every variable below can be set on the command line,
+# or for one machine in a git-ignored local.mk (e.g. DOCKER, BASE_IMAGE, DOCKER_BUILD_ARGS).
+-include local.mk
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PIP_ARGS ?=
-BACKEND ?= native
+BACKEND ?= auto
+WORKERS ?= 2
 INSTANCES ?= 1
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= procgen-rl
@@ -19,6 +22,7 @@ RUN ?= $(shell ls -td $(RESULTS_DIR)/*/ 2>/dev/null | head -1)
 EPISODES ?= 16
 TB_PORT ?= 6006
 PYTEST_ARGS ?=
+BENCH_WORKERS ?= 0 1 2
 # train-cloud (a SageMaker job; AWS region/credentials from env or profile, SAGEMAKER_ROLE, SAGEMAKER_BUCKET)
 INSTANCE_TYPE ?=
 INSTANCE_COUNT ?= 1
@@ -36,7 +40,6 @@ export RESULTS_DIR
 BIN := $(VENV)/bin
 OVERRIDES := $(foreach s,$(SET),--set $(s))
 SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
-RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
 yes = $(filter-out 0 no false,$(1))
 CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES) --cpu-instances $(CPU_INSTANCES) \
 	$(if $(INSTANCE_TYPE),--instance-type $(INSTANCE_TYPE)) $(if $(GPU_INSTANCE_TYPE),--gpu-instance-type $(GPU_INSTANCE_TYPE)) \
@@ -46,13 +49,15 @@ CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES
 S3_RUN = $(filter s3://%,$(RUN))
 S3_RUN_DIR = $(RESULTS_DIR)/$(notdir $(patsubst %/,%,$(RUN)))
 
-.PHONY: help venv train-local train-cloud rollout tensorboard test bench image-cpu image-gpu clean
+.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test bench bench-cluster image-cpu image-gpu clean
 
 help: ## list the targets and their variables
-	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
-	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native | sagemaker)"
-	@echo "           INSTANCES=$(INSTANCES) (sagemaker) IMAGE=$(IMAGE) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
+	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR)"
+	@echo "           BACKEND=$(BACKEND) (auto: compose if Docker answers, else native | compose | native | sagemaker)"
+	@echo "           WORKERS=$(WORKERS) (compose) INSTANCES=$(INSTANCES) (sagemaker)"
+	@echo "           IMAGE=$(IMAGE) DOCKER=$(DOCKER) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
 	@echo "train-cloud: INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=$(INSTANCE_COUNT) | GPU_INSTANCES=1 CPU_INSTANCES=3"
 	@echo "           GPU_INSTANCE_TYPE=ml.g4dn.xlarge CPU_INSTANCE_TYPE=ml.c5.4xlarge SPOT=$(SPOT) MAX_RUN=<s> WAIT=1 DRY_RUN=1"
 	@echo "           CLOUD_ARGS='--bucket B --role R ...'; RUN=s3://bucket/prefix/job for rollout and tensorboard"
@@ -64,19 +69,27 @@ $(BIN)/procgen-rl: pyproject.toml
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
 
-train-local: $(BIN)/procgen-rl ## train EXPERIMENT here, stopping after TIME_LIMIT seconds (RESUME=<run> continues one)
+train-local: $(BIN)/procgen-rl ## train EXPERIMENT for up to TIME_LIMIT s (compose cluster, or native without Docker)
 ifeq ($(BACKEND),sagemaker)
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info): start Docker, or use BACKEND=native" >&2; exit 2; }
 	$(MAKE) image-cpu
 	$(BIN)/procgen-rl sagemaker-local $(EXPERIMENT) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu $(SET_ARGS)
-else ifneq ($(BACKEND),native)
-	@echo "error: unknown BACKEND=$(BACKEND); available: native, sagemaker" >&2; exit 2
-else ifeq ($(RESUME),)
-	$(BIN)/procgen-rl train $(EXPERIMENT) --run-dir $(RUN_DIR) $(SET_ARGS)
-	@echo "With make:   make train-local RESUME=$(RUN_DIR) TIME_LIMIT=0   (continues to the full step budget)"
+else ifeq ($(filter $(BACKEND),auto compose native),)
+	@echo "error: unknown BACKEND=$(BACKEND); available: auto, compose, native, sagemaker" >&2; exit 2
 else
-	$(BIN)/procgen-rl train --resume $(RESUME) $(SET_ARGS)
+	@if [ $(BACKEND) != native ] && $(DOCKER) info >/dev/null 2>&1; then $(MAKE) --no-print-directory image-cpu; fi
+	$(BIN)/procgen-rl train $(if $(RESUME),--resume $(RESUME),$(EXPERIMENT) --resume-interrupted) $(SET_ARGS) \
+		--backend $(BACKEND) --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
 endif
+
+cluster-up: $(BIN)/procgen-rl image-cpu ## start a Ray head + WORKERS worker containers that wait for your drivers
+	$(BIN)/procgen-rl cluster up --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
+
+cluster-down: $(BIN)/procgen-rl ## stop and remove the compose cluster
+	$(BIN)/procgen-rl cluster down
+
+cluster-logs: $(BIN)/procgen-rl ## follow the compose cluster's logs
+	$(BIN)/procgen-rl cluster logs
 
 train-cloud: $(BIN)/procgen-rl ## start EXPERIMENT as a SageMaker training job (build the image first: make image-gpu)
 	$(BIN)/procgen-rl cloud train $(EXPERIMENT) $(strip $(CLOUD_FLAGS)) $(OVERRIDES)
@@ -103,6 +116,9 @@ test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the i
 
 bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
 	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+bench-cluster: $(BIN)/procgen-rl image-cpu ## compose sampling steps/s for WORKERS in BENCH_WORKERS (0 1 2)
+	$(BIN)/python scripts/bench_cluster.py $(EXPERIMENT) --workers $(BENCH_WORKERS) --image $(IMAGE):$(VERSION)-cpu
 
 image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \

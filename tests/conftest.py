@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from procgen_rl import __version__
+from procgen_rl.docker_engine import check_docker
+from procgen_rl.errors import UserError
+
 REPO = Path(__file__).resolve().parent.parent
+IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
 CLI = [sys.executable, "-m", "procgen_rl.cli"]
 
 
@@ -34,6 +39,19 @@ def assert_one_line_error(result, *fragments):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def require_docker() -> None:
+    """Skip without a Docker engine and the CPU image, saying why; under CI=true, fail instead."""
+    try:
+        check_docker(IMAGE)  # the launchers' own check: engine answers, image exists
+        return
+    except UserError as err:
+        reason = str(err)
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the Docker tests: {reason}")
+    pytest.skip(reason)
 
 
 def free_port() -> int:

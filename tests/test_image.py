@@ -7,33 +7,15 @@ these tests skip, saying why; under CI=true a missing engine or image is a failu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
-from procgen_rl import __version__
-from procgen_rl.errors import UserError
-from procgen_rl.launch import check_docker
+from conftest import IMAGE, run_cli
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
-IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def require_docker():
-    try:
-        check_docker(IMAGE)  # the launcher's own check: engine answers, image exists
-        reason = None
-    except UserError as err:
-        reason = str(err)
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the image tests: {reason}")
-    if reason:
-        pytest.skip(reason)
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("require_docker")]
 
 
 def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",)) -> Path:

@@ -7,14 +7,24 @@ starts; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procgen_rl import __version__
 from procgen_rl.errors import UserError
 
+if TYPE_CHECKING:
+    from procgen_rl.config import Experiment
+    from procgen_rl.run_dir import RunDir
+
 EXIT_USER_ERROR = 2
+BACKENDS = ("native", "compose", "auto")
+DEFAULT_IMAGE = f"procgen-rl:{__version__}-cpu"
+DRIVER_ENV = "PROCGEN_RL_DRIVER"  # set by docker/docker-compose.yml for the head
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train an experiment, or resume a run",
-        description="Train EXPERIMENT into a new run directory, or continue one with --resume.")
+        description="Train EXPERIMENT into a new run directory, or continue one with --resume, "
+                    "in this process (native) or on a compose cluster of the image's containers.")
     train.add_argument("experiment", nargs="?", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a value, e.g. --set env_config.env_name=starpilot (repeatable)")
@@ -32,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue RUN_DIR from its latest checkpoint with its saved config; "
                             "steps, iterations and wall time continue, --set may change stop limits")
+    train.add_argument("--resume-interrupted", action="store_true",
+                       help="if the newest run of EXPERIMENT in $RESULTS_DIR was interrupted (killed or "
+                            "crashed: checkpoints but no clean stop), continue it instead of a new run")
+    train.add_argument("--backend", choices=BACKENDS, default="native",
+                       help="native: this process; compose: a Ray head container + --workers worker "
+                            "containers of --image; auto: compose when a Docker engine answers, "
+                            "else native (default: %(default)s)")
+    train.add_argument("--workers", type=int, default=2, help="compose: worker containers (default 2)")
+    train.add_argument("--image", default=DEFAULT_IMAGE, help="compose: the image (default: %(default)s)")
 
     rollout = commands.add_parser(
         "rollout", help="evaluate a checkpoint: returns, normalized score, video",
@@ -50,9 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="passed to the job as hyperparameters (same keys as train --set)")
     local.add_argument("--instances", type=int, default=1, help="containers (hosts), default 1")
-    local.add_argument("--image", default=f"procgen-rl:{__version__}-cpu", help="image (default: %(default)s)")
+    local.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
     local.add_argument("--run-dir", help="where model/ and output/ are unpacked "
                                          "(default: $RESULTS_DIR/<name>-sagemaker-<timestamp>)")
+
+    cluster = commands.add_parser(
+        "cluster", help="a compose cluster that waits for your own drivers: up, down, logs",
+        description="Start a Ray head container and WORKERS worker containers of IMAGE and leave "
+                    "them up; attach drivers with `docker compose -p procgen-rl exec ray-head "
+                    "procgen-rl train ...` or Ray Client on 127.0.0.1:10001.")
+    cluster.add_argument("action", choices=("up", "down", "logs"))
+    cluster.add_argument("--workers", type=int, default=2, help="worker containers (default 2)")
+    cluster.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
+    cluster.add_argument("--no-follow", action="store_true", help="logs: print them and return")
+
+    node = commands.add_parser(
+        "node", help="(inside the image) run a compose cluster node: the Ray head or a worker",
+        description="The command of docker/docker-compose.yml's services. The head runs the JSON "
+                    "argv in $PROCGEN_RL_DRIVER once Ray is up, and exits with it.")
+    node.add_argument("role", choices=("head", "worker"))
+    node.add_argument("--slots", type=int, default=1, help="env runner slots this node offers")
+    node.add_argument("--head", default="ray-head", help="worker: the head's host name")
+    node.add_argument("--join-timeout", type=float, default=60.0,
+                      help="worker: seconds to wait for the head before failing")
     add_cloud_parser(commands)
     return parser
 
@@ -107,7 +147,7 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
 
 
-def job_experiment(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def job_experiment(args: argparse.Namespace) -> tuple[Experiment, dict[str, Any]]:
     """A job's experiment and overrides, validated here rather than in a container."""
     from procgen_rl.config import load_experiment, parse_set_args
 
@@ -130,8 +170,6 @@ def run_sagemaker_local(args: argparse.Namespace) -> None:
 
 
 def run_cloud_train(args: argparse.Namespace) -> None:
-    import json
-
     from procgen_rl import cloud
 
     experiment, overrides = job_experiment(args)
@@ -170,30 +208,53 @@ def run_cloud(args: argparse.Namespace) -> None:
     {"train": run_cloud_train, "fetch": run_cloud_fetch}[args.cloud_command](args)
 
 
-def run_train(args: argparse.Namespace) -> None:
+def resolve_run(args: argparse.Namespace) -> tuple[Experiment, RunDir, bool]:
+    """(experiment, run directory, resume?) from train's arguments, checked before anything starts."""
     from procgen_rl.config import load_experiment, parse_set_args
-    from procgen_rl.run_dir import RunDir, new_run_path
+    from procgen_rl.run_dir import RunDir, interrupted_run, new_run_path
 
     overrides = parse_set_args(args.overrides)
-    if args.resume:
-        if args.experiment or args.run_dir:
-            raise UserError("--resume RUN_DIR trains the run's saved config: give no EXPERIMENT or --run-dir")
-        run = RunDir(Path(args.resume))
-        if not run.config_path.is_file():
-            raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
-        experiment = load_experiment(run.config_path, overrides)
-    else:
-        if not args.experiment:
-            raise UserError("give an EXPERIMENT file (see experiments/) or --resume RUN_DIR")
+    if args.resume and (args.experiment or args.run_dir):
+        raise UserError("--resume RUN_DIR trains the run's saved config: give no EXPERIMENT or --run-dir")
+    if not args.resume and not args.experiment:
+        raise UserError("give an EXPERIMENT file (see experiments/) or --resume RUN_DIR")
+    if args.experiment:
         experiment = load_experiment(args.experiment, overrides)
-        run = RunDir(Path(args.run_dir) if args.run_dir else new_run_path(experiment.name))
-        if run.checkpoints():
-            raise UserError(f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
-                            "or choose another --run-dir")
+        interrupted = interrupted_run(experiment.name) if args.resume_interrupted and not args.run_dir else None
+        if interrupted is None:
+            run = RunDir(Path(args.run_dir) if args.run_dir else new_run_path(experiment.name))
+            if run.checkpoints():
+                raise UserError(f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
+                                "or choose another --run-dir")
+            return experiment, run, False
+        print(f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
+              "or after a clean stop)", flush=True)
+        args.resume = str(interrupted.path)
+    run = RunDir(Path(args.resume))
+    if not run.config_path.is_file():
+        raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
+    if not run.checkpoints():
+        raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
+    return load_experiment(run.config_path, overrides), run, True
+
+
+def run_train(args: argparse.Namespace) -> None:
+    experiment, run, resume = resolve_run(args)
+    backend = args.backend
+    if backend == "auto":
+        from procgen_rl.docker_engine import docker_answers
+
+        backend = "compose" if docker_answers() else "native"
+        if backend == "native":
+            print("no Docker engine answers (docker info): training natively in this process", flush=True)
+    if backend == "compose":
+        train_on_cluster(args, experiment, run, resume)
+        print_make_hint(run)
+        return
 
     from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
 
-    outcome = train(experiment, run, resume=bool(args.resume))
+    outcome = train(experiment, run, resume)
     state = outcome.state
     print(f"\nStopped by {outcome.stop_reason} after {state.iteration} iteration{'s' * (state.iteration != 1)}, "
           f"{state.timesteps_total:,} env steps, {state.time_total_s:.0f} s of training.")
@@ -207,6 +268,60 @@ def run_train(args: argparse.Namespace) -> None:
         left = f", about {(budget - state.timesteps_total) / rate / 3600:.1f} h more at {rate:.0f} steps/s" if rate else ""
         print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0 "
               f"(to {budget:,} steps{left})")
+    print_make_hint(run)
+
+
+def train_on_cluster(args: argparse.Namespace, experiment: Experiment, run: RunDir, resume: bool) -> None:
+    """The same `procgen-rl train` as the head's driver, with absolute paths (mounted 1:1)."""
+    from procgen_rl import compose
+    from procgen_rl.docker_engine import check_docker
+
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    check_docker(args.image)
+    where = ["--resume", str(run.path.resolve())] if resume else [
+        str(Path(args.experiment).resolve()), "--run-dir", str(run.path.resolve())]
+    overrides = [arg for pair in args.overrides for arg in ("--set", pair)]
+    runners_set = any(pair.split("=", 1)[0].strip() == "resources.num_env_runners" for pair in args.overrides)
+    compose.train(experiment, where + overrides, run, args.workers, args.image, runners_set)
+
+
+def print_make_hint(run: RunDir) -> None:
+    """Under make, the make form of "continue to the full budget"."""
+    if os.environ.get("MAKELEVEL"):
+        print(f"With make:   make train-local RESUME={run.path} TIME_LIMIT=0   (continues to the full step budget)")
+
+
+def run_cluster(args: argparse.Namespace) -> None:
+    from procgen_rl import compose
+    from procgen_rl.docker_engine import check_docker
+
+    if args.action == "up":
+        check_docker(args.image)
+    cluster = compose.Cluster(args.image, args.workers, head_slots=0 if args.workers else 1)
+    if args.action == "up":
+        cluster.up()
+        print(f"compose cluster up: ray-head + {args.workers} ray-worker(s). Attach a driver:\n"
+              f"  {' '.join(cluster.command)} exec ray-head procgen-rl train {compose.PROJECT_DIR}/experiments/smoke.yaml "
+              f"--set resources.num_env_runners={max(1, args.workers)} --set resources.spread_env_runners=true\n"
+              "Stop it: make cluster-down")
+    elif args.action == "down":
+        cluster.down()
+    else:
+        cluster.compose("logs", *([] if args.no_follow else ["--follow"]), check=False)
+
+
+def run_node(args: argparse.Namespace) -> int:
+    from procgen_rl import ray_cluster
+    from procgen_rl.reporting import HOST_LABEL_ENV
+
+    ray_cluster.require_auth_token()
+    os.environ.setdefault(HOST_LABEL_ENV, socket.gethostname())  # inherited by this node's Ray workers
+    if args.role == "head":
+        driver = json.loads(os.environ.get(DRIVER_ENV) or "[]")
+        return ray_cluster.run_head(args.slots, driver)
+    ray_cluster.join(args.head, args.slots, args.join_timeout)
+    return 0
 
 
 def run_rollout(args: argparse.Namespace) -> None:
@@ -229,13 +344,13 @@ def run_rollout(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local,
+                "cluster": run_cluster, "node": run_node, "cloud": run_cloud}
     try:
-        {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local,
-         "cloud": run_cloud}[args.command](args)
+        return commands[args.command](args) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0
 
 
 if __name__ == "__main__":

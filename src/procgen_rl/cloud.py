@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from procgen_rl import __version__
+from procgen_rl.docker_engine import check_docker
 from procgen_rl.errors import UserError
-from procgen_rl.launch import SDK_CONFIG, check_docker, estimator_arguments, import_estimator, import_sdk, unpack
+from procgen_rl.launch import SDK_CONFIG, estimator_arguments, import_estimator, import_sdk, unpack
+from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
 from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX
-from procgen_rl.sagemaker import AUTH_TOKEN_ENV, CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
+from procgen_rl.sagemaker import CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
 
 ROLE_ENV = "SAGEMAKER_ROLE"
 BUCKET_ENV = "SAGEMAKER_BUCKET"

@@ -9,28 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import subprocess
 import tarfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from procgen_rl.errors import UserError
-from procgen_rl.sagemaker import AUTH_TOKEN_ENV, encode_hyperparameters
+from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
+from procgen_rl.sagemaker import encode_hyperparameters
 
 # Passed to the SDK's sessions: no telemetry, and no SDK defaults read from S3 or ~/.config.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-
-
-def check_docker(image: str, build_command: str = "make image-cpu",
-                 hint: str = ", or train with BACKEND=native") -> None:
-    """One clear line if there is no engine or no image, before the SDK's long tracebacks."""
-    try:
-        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        raise UserError(f"no Docker engine answers (`docker info` failed): start Docker{hint}") from None
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        raise UserError(f"image {image} not found: build it with `{build_command}`")
 
 
 def estimator_arguments(experiment_file: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from procgen_rl.docker_engine import check_docker
 from procgen_rl.errors import UserError
-from procgen_rl.launch import SDK_CONFIG, check_docker, estimator_arguments, import_estimator, unpack
+from procgen_rl.launch import SDK_CONFIG, estimator_arguments, import_estimator, unpack
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB

@@ -4,6 +4,9 @@
     <run>/events.out.tfevents.*           TensorBoard scalars
     <run>/checkpoints/checkpoint_000010/  RLlib algorithm state + trainer_state.json
     <run>/steps_by_host.json              env steps each host sampled (this process's lifetime)
+    <run>/stopped.json                    why and where training last stopped cleanly; a run with
+                                          checkpoints but without it was interrupted (killed, crashed)
+    <run>/.lock                           held (flock) while a process trains the run
     <run>/rollout/                        summary.json and a video, written by `rollout`
 
 `trainer_state.json` carries our own counters (iteration, env steps, wall time), so a resumed
@@ -12,18 +15,23 @@ run continues them instead of trusting RLlib's restore, which resets its timeste
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from procgen_rl.errors import CheckpointError
+from procgen_rl.errors import CheckpointError, UserError
 
 RESULTS_DIR_ENV = "RESULTS_DIR"
 STATE_FILE = "trainer_state.json"
+STOPPED_FILE = "stopped.json"
+LOCK_FILE = ".lock"
 CHECKPOINT_PREFIX = "checkpoint_"
 RLLIB_METADATA = "rllib_checkpoint.json"  # written by RLlib's save_to_path
 
@@ -46,6 +54,14 @@ def new_run_path(experiment_name: str) -> Path:
     return results_root() / f"{experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def interrupted_run(experiment_name: str) -> RunDir | None:
+    """The newest run of this experiment in the results directory, if it was interrupted."""
+    pattern = re.compile(re.escape(experiment_name) + r"-\d{8}-\d{6}")  # new_run_path's names
+    runs = sorted(p for p in results_root().glob(f"{experiment_name}-*") if pattern.fullmatch(p.name))
+    newest = RunDir(runs[-1]) if runs else None
+    return newest if newest and newest.was_interrupted() else None
+
+
 class RunDir:
     def __init__(self, path: Path, checkpoints_path: Path | None = None) -> None:
         """`checkpoints_path` defaults to <run>/checkpoints; SageMaker keeps them elsewhere."""
@@ -54,6 +70,32 @@ class RunDir:
         self.checkpoints_path = Path(checkpoints_path) if checkpoints_path else self.path / "checkpoints"
         self.rollout_path = self.path / "rollout"
         self.steps_by_host_path = self.path / "steps_by_host.json"
+        self.stopped_path = self.path / STOPPED_FILE
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run while training it: a second trainer of the same run fails at once."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{self.path} is being trained by another process") from None
+            yield
+
+    def is_locked(self) -> bool:
+        try:
+            with open(self.path / LOCK_FILE) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except FileNotFoundError:
+            return False
+        except BlockingIOError:
+            return True
+        return False
+
+    def was_interrupted(self) -> bool:
+        """Checkpoints, but no clean stop, and nobody training it: killed or crashed mid-run."""
+        return bool(self.checkpoints()) and not self.stopped_path.exists() and not self.is_locked()
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (a half-written one is never listed)."""

@@ -25,17 +25,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment, validate
+from procgen_rl import ray_cluster
+from procgen_rl.config import Experiment, load_experiment, validate
 from procgen_rl.errors import ConfigError, UserError
 from procgen_rl.reporting import HOST_LABEL_ENV
 
@@ -45,12 +42,9 @@ RUN_SUBDIR = Path("output/data/run")  # the run directory: events, config.yaml, 
 CHECKPOINTS_SUBDIR = Path("checkpoints")
 EXPERIMENT_KEY = "experiment"
 DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
-RAY_PORT = 6379
 GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
-JOIN_TIMEOUT_S = 300
-HEAD_GONE_AFTER_MISSES = 3  # head port checks, 5 s apart, that fail before a worker leaves
+JOIN_TIMEOUT_S = 300  # hosts of one job start within seconds of each other; this is generous
 RUNNERS_PER_HOST = 1  # env runners each host takes when the job spans several hosts
-AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
 
 
@@ -150,67 +144,6 @@ def experiment_from_hyperparameters(hyperparameters: dict[str, Any]) -> Experime
     return load_experiment(path, overrides, override_source="hyperparameter")
 
 
-def require_auth_token() -> None:
-    """Every host must share one Ray token: the launcher puts a random one in the job's environment."""
-    if not os.environ.get(AUTH_TOKEN_ENV):
-        raise ConfigError(f"a multi-host job needs {AUTH_TOKEN_ENV} in its environment (the same on every "
-                          "host); `procgen-rl sagemaker-local` and `procgen-rl cloud train` set a random one")
-    os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def start_ray_head(env: TrainingEnv) -> None:
-    _ray("start", "--head", f"--port={RAY_PORT}", "--include-dashboard=false", "--disable-usage-stats",
-         f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
-
-
-def head_reachable(env: TrainingEnv) -> bool:
-    try:
-        socket.create_connection((env.head_host, RAY_PORT), timeout=5).close()
-        return True
-    except OSError:
-        return False
-
-
-def join_ray_cluster(env: TrainingEnv) -> None:
-    """Join the head (waiting while it starts), sample until it finishes, then leave cleanly.
-
-    The worker's job ends with the head's: exit 0 when the head is gone or SIGTERM arrives, so a
-    finished job is not reported as a failed host. A join that fails is an error.
-    """
-    deadline = time.time() + JOIN_TIMEOUT_S
-    while not head_reachable(env):
-        if time.time() > deadline:
-            raise RuntimeError(f"Ray head {env.head_host}:{RAY_PORT} unreachable for {JOIN_TIMEOUT_S} s")
-        time.sleep(2)
-    _ray("start", f"--address={env.head_host}:{RAY_PORT}", "--disable-usage-stats",
-         f"--resources={json.dumps({ENV_RUNNER_SLOT: RUNNERS_PER_HOST})}")
-    print(f"joined the Ray cluster at {env.head_host}; sampling until the head finishes", flush=True)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken below by sigtimedwait
-    misses = 0
-    while misses < HEAD_GONE_AFTER_MISSES:
-        if signal.sigtimedwait({signal.SIGTERM}, 5):  # the job is being stopped: leave now
-            break
-        misses = 0 if head_reachable(env) else misses + 1
-    _ray("stop", "--force")  # the job is over: nothing on this host is worth a grace period
-    print("head finished; left the Ray cluster", flush=True)
-
-
-def _ray(*args: str) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=True)
-
-
-def wait_for_nodes(count: int) -> None:
-    import ray
-
-    deadline = time.time() + JOIN_TIMEOUT_S
-    while len([n for n in ray.nodes() if n["Alive"]]) < count:
-        if time.time() > deadline:
-            raise RuntimeError(f"only {len(ray.nodes())} of {count} hosts joined the Ray cluster "
-                               f"within {JOIN_TIMEOUT_S} s")
-        time.sleep(2)
-    print(f"Ray cluster: {count} hosts joined", flush=True)
-
-
 def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) -> None:
     """/opt/ml/model becomes a run directory (config + final checkpoint) plus a portable policy."""
     from procgen_rl.rollout import export_policy
@@ -225,7 +158,7 @@ def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) ->
 
 def train_head(env: TrainingEnv) -> None:
     from procgen_rl.run_dir import RunDir
-    from procgen_rl.trainer import init_ray, train
+    from procgen_rl.trainer import init_ray, train, wait_for_nodes
 
     experiment = experiment_from_hyperparameters(env.hyperparameters)
     if len(env.hosts) > 1:
@@ -233,10 +166,10 @@ def train_head(env: TrainingEnv) -> None:
             experiment.resources.num_env_runners = RUNNERS_PER_HOST * len(env.hosts)
         experiment.resources.spread_env_runners = True
         validate(experiment, "hyperparameters", {})
-        start_ray_head(env)
-        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{RAY_PORT}"
+        ray_cluster.start_head(slots=RUNNERS_PER_HOST)
+        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{ray_cluster.RAY_PORT}"
         init_ray(experiment)
-        wait_for_nodes(len(env.hosts))
+        wait_for_nodes(len(env.hosts), JOIN_TIMEOUT_S)
     run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
     checkpoint = run.latest_checkpoint()
     if checkpoint:
@@ -254,11 +187,11 @@ def main() -> int:
         os.environ[HOST_LABEL_ENV] = env.current_host  # inherited by this host's Ray workers
         print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
         if len(env.hosts) > 1:
-            require_auth_token()
+            ray_cluster.require_auth_token()
         if env.is_head:
             train_head(env)
         else:
-            join_ray_cluster(env)
+            ray_cluster.join(env.head_host, RUNNERS_PER_HOST, JOIN_TIMEOUT_S)
         return 0
     except UserError as err:
         reason, code = f"error: {err}", 2

@@ -11,11 +11,12 @@ written, then it exits; a second signal exits at once).
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from procgen_rl import registry
@@ -205,6 +206,34 @@ def init_ray(experiment: Experiment) -> None:
         ray.init(include_dashboard=False, log_to_driver=True, resources={ENV_RUNNER_SLOT: slots})
 
 
+def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
+    """Say when remote env runners are lost or come back; training goes on with the healthy ones.
+
+    RLlib drops a failed env runner (its node died, say) from sampling and restarts it when the
+    cluster has room for it again.
+    """
+    if not experiment.resources.num_env_runners:
+        return 0
+    healthy = algo.env_runner_group.num_healthy_remote_workers()
+    if healthy != previously:
+        change = "lost" if healthy < previously else "regained"
+        print(f"env runners: {change} {abs(previously - healthy)}; {healthy} of "
+              f"{experiment.resources.num_env_runners} healthy, sampling continues on those", flush=True)
+    return healthy
+
+
+def wait_for_nodes(count: int, timeout_s: float) -> None:
+    """Block until `count` Ray nodes are alive, so every host gets its env runners."""
+    import ray
+
+    deadline = time.time() + timeout_s
+    while (alive := len([n for n in ray.nodes() if n["Alive"]])) < count:
+        if time.time() > deadline:
+            raise UserError(f"only {alive} of {count} Ray nodes joined within {timeout_s:.0f} s")
+        time.sleep(1)
+    print(f"Ray cluster: {count} nodes joined", flush=True)
+
+
 def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
     """Train until a stop limit or a signal; returns the final state and checkpoint."""
     config = build_algorithm_config(experiment)  # user errors surface here, before Ray starts
@@ -213,6 +242,15 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
     state = load_state(checkpoint) if checkpoint else TrainState()
 
+    with run.lock():
+        run.stopped_path.unlink(missing_ok=True)  # running again: interrupted until it stops cleanly
+        outcome = _train_locked(experiment, run, config, checkpoint, state)
+    run.stopped_path.write_text(json.dumps({"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint,
+                                            **asdict(outcome.state)}, indent=2))
+    return outcome
+
+
+def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState) -> TrainOutcome:
     init_ray(experiment)
     algo = config.build_algo()
     if checkpoint:
@@ -227,6 +265,7 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
     reporter = Reporter(str(run.path))
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
+    healthy = experiment.resources.num_env_runners
     try:
         with StopSignals() as signals:
             while reason is None:
@@ -243,6 +282,7 @@ def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
                                 eta_seconds(experiment, state, metrics["steps_per_s"]))
                 reporter.report_hosts(result["env_runners"].get(STEPS_BY_HOST, {}), run.steps_by_host_path,
                                       state.timesteps_total)
+                healthy = report_env_runner_health(algo, experiment, healthy)
                 reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency
                 if reason or (frequency and state.iteration % frequency == 0):

@@ -1,0 +1,101 @@
+"""Sampling throughput of the compose cluster for several worker counts, in env steps per second.
+
+For each WORKERS value it starts a fresh cluster (ray-head + WORKERS ray-worker containers of the
+image), runs one env runner per worker (on the head when WORKERS=0) with the experiment's env
+runner size, samples in parallel for --seconds, and prints the rate. Learning is left out: this
+measures how sampling grows with containers. On a machine with fewer cores than env runners the
+runners share CPUs, so the figures flatten; the output says how many cores there were.
+
+Usage: python scripts/bench_cluster.py experiments/ppo-8m.yaml --workers 0 1 2 [--seconds 30]
+(`make bench-cluster`). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+RESULT_PREFIX = "[bench-cluster] "
+
+
+def measure(experiment_path: str, runners: int, seconds: float) -> None:
+    """Inside the head: time parallel sample() calls on every remote env runner."""
+    import ray
+
+    from procgen_rl.config import load_experiment
+    from procgen_rl.trainer import build_algorithm_config, init_ray
+
+    experiment = load_experiment(experiment_path, {})
+    per_runner = experiment.num_envs_per_env_runner
+    experiment.resources.num_env_runners = runners
+    experiment.algorithm.num_envs = per_runner * runners
+    experiment.resources.spread_env_runners = True
+    init_ray(experiment)
+    algo = build_algorithm_config(experiment).build_algo()
+    fragment = per_runner * experiment.algorithm.num_steps
+
+    def sample_all() -> int:
+        batches = algo.env_runner_group.foreach_env_runner(
+            lambda runner: sum(len(e) for e in runner.sample(num_timesteps=fragment)), local_env_runner=False)
+        return sum(batches)
+
+    sample_all()  # warm-up: actors placed, models built
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        done += sample_all()
+    rate = done / (time.perf_counter() - started)
+    hosts = sorted({n["NodeManagerHostname"] for n in ray.nodes() if n["Alive"]})
+    print(RESULT_PREFIX + json.dumps({"runners": runners, "envs_per_runner": per_runner,
+                                      "steps_per_s": rate, "nodes": len(hosts)}), flush=True)
+    algo.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--image", default=None, help="default: the CPU image of this version")
+    parser.add_argument("--measure-runners", type=int, help=argparse.SUPPRESS)  # the head's driver mode
+    args = parser.parse_args()
+    if args.measure_runners is not None:
+        measure(args.experiment, args.measure_runners, args.seconds)
+        return
+
+    import subprocess
+
+    from procgen_rl.cli import DEFAULT_IMAGE
+    from procgen_rl.compose import Cluster
+    from procgen_rl.docker_engine import check_docker
+
+    image = args.image or DEFAULT_IMAGE
+    check_docker(image)
+    print(f"compose sampling bench: {Path(args.experiment).name}, image {image}, "
+          f"{os.cpu_count()} host cores, {args.seconds:.0f} s per point", flush=True)
+    for workers in args.workers:
+        runners = max(1, workers)
+        driver = ["python", str(Path(__file__).resolve()), str(Path(args.experiment).resolve()),
+                  "--measure-runners", str(runners), "--seconds", str(args.seconds)]
+        cluster = Cluster(image, workers, worker_slots=1, head_slots=0 if workers else 1, driver=driver)
+        cluster.up()
+        try:
+            head = cluster.container("ray-head")
+            subprocess.run(["docker", "wait", head], check=True, capture_output=True)
+            log = subprocess.run(["docker", "logs", head], capture_output=True, text=True).stdout
+        finally:
+            cluster.down()
+        found = [json.loads(line[len(RESULT_PREFIX):]) for line in log.splitlines() if line.startswith(RESULT_PREFIX)]
+        if not found:
+            sys.exit(f"error: WORKERS={workers}: no result from the head; its log ends:\n{log[-3000:]}")
+        r = found[0]
+        print(f"WORKERS={workers}: sampling {r['steps_per_s']:8.0f} steps/s  ({r['runners']} env runner(s) x "
+              f"{r['envs_per_runner']} envs on {'the head' if workers == 0 else f'{workers} worker(s)'}, "
+              f"{r['nodes']} Ray nodes)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
