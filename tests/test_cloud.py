@@ -392,8 +392,9 @@ def test_cloud_train_pushes_the_image_and_starts_the_job(aws, registry):
                      "--instance-count", "2", "--job-name", job, "--wait", "--set", "env_config.env_name=starpilot",
                      timeout=900, env={cloud.ROLE_ENV: ROLE_NAME, cloud.BUCKET_ENV: BUCKET,
                                        cloud.REGISTRY_ENV: registry})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     tag = f"{__version__}-cpu-{image_id[:12]}"
+    subprocess.run(["docker", "rmi", f"{registry}/procgen-rl:{tag}"], capture_output=True)  # the push's local tag
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert f"{registry}/procgen-rl:{tag}" in result.stdout and "creating ECR repository procgen-rl" in result.stdout
     assert metric_line(sample_metrics()) in result.stdout  # --wait streamed the job's log
     assert f"Run:         s3://{BUCKET}/procgen-rl/{job}" in result.stdout
