@@ -7,6 +7,7 @@ these tests skip, saying why; under CI=true a missing engine or image is a failu
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -18,12 +19,14 @@ from conftest import IMAGE, run_cli
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("require_docker")]
 
 
-def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",)) -> Path:
-    """An /opt/ml tree as SageMaker lays it out; values JSON-encoded as the SDK writes them."""
+def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",), **resources) -> Path:
+    """An /opt/ml tree as SageMaker lays it out; values JSON-encoded as the SDK writes them.
+    hosts[0] is this host; `resources` adds resourceconfig.json keys (instance groups)."""
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps({k: json.dumps(v) for k, v in hyperparameters.items()}))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": hosts[0], "hosts": list(hosts)}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": hosts[0], "hosts": list(hosts),
+                                                             **resources}))
     (config / "inputdataconfig.json").write_text("{}")  # no data channels
     return root
 
@@ -31,9 +34,9 @@ def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",)) -> Path
 SAGEMAKER_MOUNTS = ("input", "output", "model", "checkpoints")  # /opt/ml/code stays the image's
 
 
-def sagemaker_run_args(opt_ml: Path) -> list[str]:
+def sagemaker_run_args(opt_ml: Path, host: str = "algo-1") -> list[str]:
     """`docker run` options as SageMaker's: each /opt/ml subdirectory mounted, not /opt/ml."""
-    args = ["--shm-size=1g", "--hostname", "algo-1"]  # the toolkit waits until algo-1 resolves
+    args = ["--shm-size=1g", "--hostname", host]  # the toolkit waits until every host resolves
     for name in SAGEMAKER_MOUNTS:
         (opt_ml / name).mkdir(exist_ok=True)
         args += ["-v", f"{opt_ml / name}:/opt/ml/{name}"]
@@ -149,3 +152,40 @@ def test_sagemaker_local_without_docker_engine_is_one_line():
                      env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")
+
+
+def test_heterogeneous_job_heads_on_the_gpu_group(tmp_path):
+    """`cloud train --gpu-instances 1 --cpu-instances 1` on two hosts, resourceconfig.json as SageMaker
+    writes it for instance groups: the Ray head is the GPU group's host (algo-2, not the first
+    host), the CPU group's host joins it, both sample. (The CPU image: the head is chosen by the
+    instance type named in resourceconfig.json, not by a GPU being present.)"""
+    groups = [{"instance_group_name": "rollout", "instance_type": "ml.c5.xlarge", "hosts": ["algo-1"]},
+              {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-2"]}]
+    network, token = f"procgen-rl-test-{tmp_path.name}", secrets.token_hex(16)
+    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
+    containers = {host: f"{network}-{host}" for host in ("algo-1", "algo-2")}
+    try:
+        for host, group in (("algo-1", groups[0]), ("algo-2", groups[1])):
+            other = "algo-2" if host == "algo-1" else "algo-1"
+            opt_ml = sagemaker_tree(tmp_path / host, {"experiment": "experiments/smoke.yaml"}, hosts=(host, other),
+                                    current_group_name=group["instance_group_name"],
+                                    current_instance_type=group["instance_type"], instance_groups=groups,
+                                    network_interface_name="eth0")
+            subprocess.run(["docker", "run", "-d", "--name", containers[host], "--network", network,
+                            "--network-alias", host, "-e", f"RAY_AUTH_TOKEN={token}",
+                            *sagemaker_run_args(opt_ml, host), IMAGE, "train"], check=True, capture_output=True)
+        exits = {host: subprocess.run(["docker", "wait", name], capture_output=True, text=True, timeout=600).stdout.strip()
+                 for host, name in containers.items()}
+        logs = {host: subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+                for host, name in containers.items()}
+    finally:
+        for name in containers.values():
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "network", "rm", network], capture_output=True)
+    assert exits == {"algo-1": "0", "algo-2": "0"}, logs
+    assert "host algo-2 of algo-1, algo-2; head algo-2" in logs["algo-2"]
+    assert "joined the Ray cluster at algo-2" in logs["algo-1"]
+    steps = json.loads((tmp_path / "algo-2" / "output" / "data" / "run" / "steps_by_host.json").read_text())
+    assert sorted(steps) == ["algo-1", "algo-2"] and all(count > 0 for count in steps.values()), steps
+    assert (tmp_path / "algo-2" / "model" / "policy.pt2").is_file()
+    assert not list((tmp_path / "algo-1" / "model").iterdir())  # only the head exports the model
