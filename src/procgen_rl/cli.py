@@ -119,7 +119,8 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
     train.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
     train.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
-    train.add_argument("--max-run", type=int, default=86400, help="seconds of training at most (default 86400)")
+    train.add_argument("--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S,
+                       help="seconds of training at most (default %(default)s)")
     train.add_argument("--max-wait", type=int, help="spot: seconds of training + waiting for capacity "
                                                     "(default 2 x --max-run)")
     train.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")

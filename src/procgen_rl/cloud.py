@@ -45,6 +45,7 @@ BUCKET_ENV = "SAGEMAKER_BUCKET"
 REGISTRY_ENV = "PROCGEN_RL_REGISTRY"
 DEFAULT_PREFIX = "procgen-rl"
 DEFAULT_REPOSITORY = "procgen-rl"
+DEFAULT_MAX_RUN_S = 24 * 3600
 LEARNER_GROUP, ROLLOUT_GROUP = "learner", "rollout"  # heterogeneous jobs: GPU learner, CPU samplers
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # CreateTrainingJob's rule
 INSTANCE_TYPE_PATTERN = re.compile(r"ml\.[a-z0-9-]+\.[a-z0-9-]+")
@@ -63,7 +64,7 @@ class InstanceGroup:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything that names or places the job; `request` turns it into Estimator arguments."""
+    """Everything that names or places the job; `estimator_kwargs` turns it into Estimator arguments."""
 
     name: str
     groups: tuple[InstanceGroup, ...]
@@ -311,7 +312,7 @@ def redacted(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_job(experiment_name: str, groups: tuple[InstanceGroup, ...], bucket: str, *,
-             prefix: str = DEFAULT_PREFIX, spot: bool = True, max_run: int = 86400, max_wait: int | None = None,
+             prefix: str = DEFAULT_PREFIX, spot: bool = True, max_run: int = DEFAULT_MAX_RUN_S, max_wait: int | None = None,
              tags: dict[str, str] | None = None, name: str | None = None) -> JobSpec:
     """The job's name, instances, S3 place and limits, checked (max_wait defaults to 2 x max_run)."""
     if max_run < 1:
