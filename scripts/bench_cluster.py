@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 RESULT_PREFIX = "[bench-cluster] "
+SAMPLE_STEPS_PER_ENV = 16  # per sample() call and env
 
 
 def measure(experiment_path: str, runners: int, seconds: float) -> None:
@@ -36,11 +37,11 @@ def measure(experiment_path: str, runners: int, seconds: float) -> None:
     experiment.resources.spread_env_runners = True
     init_ray(experiment)
     algo = build_algorithm_config(experiment).build_algo()
-    fragment = per_runner * experiment.algorithm.num_steps
+    chunk = per_runner * SAMPLE_STEPS_PER_ENV  # short calls, so --seconds bounds the measurement
 
     def sample_all() -> int:
         batches = algo.env_runner_group.foreach_env_runner(
-            lambda runner: sum(len(e) for e in runner.sample(num_timesteps=fragment)), local_env_runner=False)
+            lambda runner: sum(len(e) for e in runner.sample(num_timesteps=chunk)), local_env_runner=False)
         return sum(batches)
 
     sample_all()  # warm-up: actors placed, models built

@@ -124,9 +124,10 @@ def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):
     assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file()
 
 
-def test_appo_example_trains_an_iteration(tmp_path):
+def test_appo_example_trains(tmp_path):
+    # APPO samples asynchronously: an iteration may end before any samples arrived, so stop on steps
     result = run_cli("train", "experiments/appo-8m.yaml", "--run-dir", str(tmp_path / "appo"),
                      "--set", "algorithm.num_envs=8", "--set", "algorithm.num_steps=32",
-                     "--set", "stop.training_iteration=1", "--set", "stop.timesteps_total=0")
+                     "--set", "stop.timesteps_total=256")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert metric_lines(result.stdout)[0]["timesteps_total"] > 0
+    assert metric_lines(result.stdout)[-1]["timesteps_total"] >= 256

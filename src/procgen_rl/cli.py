@@ -250,26 +250,32 @@ def run_train(args: argparse.Namespace) -> None:
             print("no Docker engine answers (docker info): training natively in this process", flush=True)
     if backend == "compose":
         train_on_cluster(args, experiment, run, resume)
-        print_make_hint(run)
-        return
+    else:
+        from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
 
-    from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
+        train(experiment, run, resume)
+    print_summary(run, experiment, backend)
 
-    outcome = train(experiment, run, resume)
-    state = outcome.state
-    print(f"\nStopped by {outcome.stop_reason} after {state.iteration} iteration{'s' * (state.iteration != 1)}, "
-          f"{state.timesteps_total:,} env steps, {state.time_total_s:.0f} s of training.")
+
+def print_summary(run: RunDir, experiment: Experiment, backend: str) -> None:
+    """Where the results are and how to go on, from the run's stopped.json (any backend)."""
+    stopped = json.loads(run.stopped_path.read_text())
+    iterations = stopped["iteration"]
+    print(f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
+          f"{stopped['timesteps_total']:,} env steps, {stopped['time_total_s']:.0f} s of training.")
     print(f"Results:     {run.path}")
-    print(f"Checkpoint:  {outcome.checkpoint}")
+    print(f"Checkpoint:  {stopped['checkpoint']}")
     print(f"TensorBoard: tensorboard --logdir {run.path} --host 127.0.0.1")
     print(f"Evaluate:    procgen-rl rollout {run.path}")
     budget = experiment.stop.timesteps_total
-    if outcome.stop_reason != "timesteps_total" and budget:
-        rate = state.timesteps_total / state.time_total_s if state.time_total_s else 0.0
-        left = f", about {(budget - state.timesteps_total) / rate / 3600:.1f} h more at {rate:.0f} steps/s" if rate else ""
-        print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0 "
-              f"(to {budget:,} steps{left})")
-    print_make_hint(run)
+    if stopped["stop_reason"] == "timesteps_total" or not budget:
+        return
+    rate = stopped["timesteps_total"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
+    left = f", about {(budget - stopped['timesteps_total']) / rate / 3600:.1f} h more at {rate:.0f} steps/s" if rate else ""
+    on = " --backend compose" if backend == "compose" else ""
+    print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0{on} (to {budget:,} steps{left})")
+    if os.environ.get("MAKELEVEL"):
+        print(f"With make:   make train-local RESUME={run.path} TIME_LIMIT=0")
 
 
 def train_on_cluster(args: argparse.Namespace, experiment: Experiment, run: RunDir, resume: bool) -> None:
@@ -287,12 +293,6 @@ def train_on_cluster(args: argparse.Namespace, experiment: Experiment, run: RunD
     compose.train(experiment, where + overrides, run, args.workers, args.image, runners_set)
 
 
-def print_make_hint(run: RunDir) -> None:
-    """Under make, the make form of "continue to the full budget"."""
-    if os.environ.get("MAKELEVEL"):
-        print(f"With make:   make train-local RESUME={run.path} TIME_LIMIT=0   (continues to the full step budget)")
-
-
 def run_cluster(args: argparse.Namespace) -> None:
     from procgen_rl import compose
     from procgen_rl.docker_engine import check_docker
@@ -308,6 +308,7 @@ def run_cluster(args: argparse.Namespace) -> None:
               "Stop it: make cluster-down")
     elif args.action == "down":
         cluster.down()
+        print("compose cluster down (containers and network removed)")
     else:
         cluster.compose("logs", *([] if args.no_follow else ["--follow"]), check=False)
 

@@ -30,7 +30,6 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT_DIR / "docker" / "docker-compose.yml"
 PROJECT_NAME = "procgen-rl"
 JOIN_TIMEOUT_S = 60  # a worker that cannot reach the head fails after this
-STOP_TIMEOUT_S = 600  # `down` grace: the driver may be finishing an iteration and checkpointing
 
 
 def compose_command() -> list[str]:
@@ -70,6 +69,12 @@ class Cluster:
     def compose(self, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
         return subprocess.run([*self.command, *args], env=self.env, check=check, **kwargs)
 
+    def quietly(self, *args: str) -> None:
+        """A compose command whose progress lines only matter when it fails."""
+        result = self.compose(*args, check=False, capture_output=True, text=True)
+        if result.returncode:
+            raise UserError(f"`docker compose {' '.join(args)}` failed: {result.stderr.strip()[-2000:]}")
+
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service, capture_output=True, text=True).stdout.split()[0]
 
@@ -80,10 +85,10 @@ class Cluster:
         if self.is_up():
             raise UserError(f"a compose cluster ({PROJECT_NAME}) is already up: `make cluster-down` first")
         self.results.mkdir(parents=True, exist_ok=True)  # by the host user, before Docker would (as root)
-        self.compose("up", "--detach", "--scale", f"ray-worker={self.workers}")
+        self.quietly("up", "--detach", "--scale", f"ray-worker={self.workers}")
 
     def down(self) -> None:
-        self.compose("down", "--timeout", "10", check=False)
+        self.quietly("down", "--timeout", "10")
 
     def run_driver(self) -> int:
         """Follow every node's log until the head (and its driver) exits; its exit code.

@@ -272,15 +272,16 @@ def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: 
                 started = time.time()
                 result = algo.train()
                 seconds = time.time() - started
-                steps = int(result["env_runners"]["num_env_steps_sampled"])
+                runners = result.get("env_runners", {})  # async APPO: an iteration may have no samples yet
+                steps = int(runners.get("num_env_steps_sampled", 0))
                 state.iteration += 1
                 state.timesteps_total += steps
                 state.time_total_s += seconds
-                state.episodes_total += int(result["env_runners"].get("num_episodes", 0))
+                state.episodes_total += int(runners.get("num_episodes", 0))
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
                 reporter.report(metrics, experiment.stop.timesteps_total,
                                 eta_seconds(experiment, state, metrics["steps_per_s"]))
-                reporter.report_hosts(result["env_runners"].get(STEPS_BY_HOST, {}), run.steps_by_host_path,
+                reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path,
                                       state.timesteps_total)
                 healthy = report_env_runner_health(algo, experiment, healthy)
                 reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
