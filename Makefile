@@ -118,7 +118,7 @@ bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIM
 	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
 
 bench-cluster: $(BIN)/procgen-rl image-cpu ## compose sampling steps/s for WORKERS in BENCH_WORKERS (0 1 2)
-	$(BIN)/python scripts/bench_cluster.py $(EXPERIMENT) --workers $(BENCH_WORKERS) --image $(IMAGE):$(VERSION)-cpu
+	$(BIN)/python benchmarks/bench_cluster.py $(EXPERIMENT) --workers $(BENCH_WORKERS) --image $(IMAGE):$(VERSION)-cpu
 
 image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \

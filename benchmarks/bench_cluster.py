@@ -6,7 +6,7 @@ runner size, samples in parallel for --seconds, and prints the rate. Learning is
 measures how sampling grows with containers. On a machine with fewer cores than env runners the
 runners share CPUs, so the figures flatten; the output says how many cores there were.
 
-Usage: python scripts/bench_cluster.py experiments/ppo-8m.yaml --workers 0 1 2 [--seconds 30]
+Usage: python benchmarks/bench_cluster.py experiments/ppo-8m.yaml --workers 0 1 2 [--seconds 30]
 (`make bench-cluster`). Prints figures; asserts nothing.
 """
 
