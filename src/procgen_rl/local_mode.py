@@ -10,6 +10,7 @@ into the containers' environment).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ from procgen_rl.launch import SDK_CONFIG, estimator_arguments, import_estimator,
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB
+
+
+def prefer_compose_v1() -> None:
+    """Local mode runs `compose up --abort-on-container-exit`; Compose v2 can panic there as the
+    containers exit ("send on closed channel", https://github.com/docker/compose/issues/11280),
+    failing a job that finished. Where the standalone `docker-compose` is installed, the SDK
+    uses it (its own fallback, chosen here instead of only when v2 is missing).
+    """
+    from sagemaker.local.image import _SageMakerContainer
+
+    if shutil.which("docker-compose"):
+        _SageMakerContainer._get_compose_cmd_prefix = staticmethod(lambda: ["docker-compose"])
 
 
 def local_session() -> Any:
@@ -39,6 +52,7 @@ def run_local_job(experiment_file: str, overrides: dict[str, Any], image: str, i
     arguments = estimator_arguments(experiment_file, overrides)
     check_docker(image)
     Estimator = import_estimator()
+    prefer_compose_v1()
     run_path.mkdir(parents=True, exist_ok=False)
     estimator = Estimator(
         image_uri=image,
