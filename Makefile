@@ -65,8 +65,8 @@ tensorboard: $(BIN)/procgen-rl ## serve RESULTS_DIR (or RUN=<run dir>) on 127.0.
 test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
-	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+bench: $(BIN)/procgen-rl ## env, sampling, RLlib training and lean-PPO steps/s for EXPERIMENT, their ratio, peak RSS
+	$(BIN)/python benchmarks/bench.py $(EXPERIMENT) $(OVERRIDES)
 
 image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \
