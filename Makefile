@@ -19,6 +19,7 @@ RUN ?= $(shell ls -td $(RESULTS_DIR)/*/ 2>/dev/null | head -1)
 EPISODES ?= 16
 TB_PORT ?= 6006
 PYTEST_ARGS ?=
+STEPS ?= 1000000
 
 export RESULTS_DIR
 BIN := $(VENV)/bin
@@ -26,17 +27,17 @@ OVERRIDES := $(foreach s,$(SET),--set $(s))
 SET_ARGS := $(OVERRIDES) --set stop.time_total_s=$(TIME_LIMIT)
 RUN_DIR := $(RESULTS_DIR)/$(basename $(notdir $(EXPERIMENT)))-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help venv train-local rollout tensorboard test bench image-cpu image-gpu clean
+.PHONY: help venv train-local rollout tensorboard test bench bench-learning image-cpu image-gpu clean
 
 help: ## list the targets and their variables
-	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
-	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
+	@grep -E '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v' STEPS=$(STEPS) (bench-learning)"
 	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR) BACKEND=$(BACKEND) (native | sagemaker)"
 	@echo "           INSTANCES=$(INSTANCES) (sagemaker) IMAGE=$(IMAGE) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_ARGS) -e '.[test,sagemaker]'
+	$(BIN)/pip install $(PIP_ARGS) -e '.[test,sagemaker,bench]'
 	@touch $@
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
@@ -67,6 +68,9 @@ test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the i
 
 bench: $(BIN)/procgen-rl ## env, sampling, RLlib training and lean-PPO steps/s for EXPERIMENT, their ratio, peak RSS
 	$(BIN)/python benchmarks/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+bench-learning: $(BIN)/procgen-rl ## harness and lean PPO for STEPS env steps each, same seed: curves in one PNG
+	$(BIN)/python benchmarks/learning.py $(EXPERIMENT) --steps $(STEPS) $(OVERRIDES)
 
 image-cpu image-gpu: image-%: ## build the training image (CPU or CUDA torch) as $(IMAGE):$(VERSION)-<variant>
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=$* \

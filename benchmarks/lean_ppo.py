@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from procgen_rl.callbacks.episode_metrics import WINDOW
 from procgen_rl.config import Experiment, load_experiment, parse_set_args
 from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
 from procgen_rl.models.impala_cnn import ImpalaCNNNet
@@ -121,7 +123,8 @@ def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, bat
 
 
 def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
-    """Run PPO; yields one record per rollout+update (steps so far, steps/s, mean episode return)."""
+    """Run PPO; yields one record per rollout+update: steps so far, steps/s, and the mean return
+    of the last WINDOW episodes, the harness's `episode_reward_mean`."""
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
@@ -142,11 +145,10 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
 
     next_obs = torch.from_numpy(envs.reset(seed=args.seed)[0])
     next_restarting = np.zeros(args.num_envs, bool)  # the next step only resets these envs
-    step = 0
+    step, returns = 0, deque(maxlen=WINDOW)
     try:
         while step < args.total_timesteps:
-            started = time.perf_counter()
-            returns: list[float] = []
+            started, episodes = time.perf_counter(), 0
             for t in range(args.num_steps):
                 obs[t], restarting[t] = next_obs, next_restarting
                 with torch.no_grad():
@@ -157,7 +159,9 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
                 frames, rewards[t], terminated[t], truncated[t], info = envs.step(actions[t].numpy())
                 next_obs, next_restarting = torch.from_numpy(frames), terminated[t] | truncated[t]
                 if EPISODE_RETURN in info:
-                    returns += info[EPISODE_RETURN][info[f"_{EPISODE_RETURN}"]].tolist()
+                    finished = info[EPISODE_RETURN][info[f"_{EPISODE_RETURN}"]]
+                    returns.extend(finished.tolist())
+                    episodes += len(finished)
             step += args.batch_size
             sampled = time.perf_counter()
 
@@ -170,7 +174,7 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
             losses = ppo_update(net, optimizer, args, batch)
             seconds = time.perf_counter() - started
             yield {"step": step, "steps_per_s": args.batch_size / seconds, "sample_s": sampled - started,
-                   "update_s": seconds - (sampled - started), "episodes": len(returns),
+                   "update_s": seconds - (sampled - started), "episodes": episodes,
                    "mean_return": float(np.mean(returns)) if returns else float("nan"), **losses}
     finally:
         envs.close()
@@ -197,8 +201,8 @@ def main() -> None:
             writer.writerow([record["step"], record["mean_return"], record["steps_per_s"]])
             out.flush()
             print(f"step {record['step']:>9,}  {record['steps_per_s']:6.1f} steps/s  (sample {record['sample_s']:.0f} s, "
-                  f"update {record['update_s']:.0f} s)  return {record['mean_return']:6.2f} over {record['episodes']} "
-                  f"episodes  pg {record['policy_loss']:.3f} vf {record['vf_loss']:.3f} ent {record['entropy']:.3f}",
+                  f"update {record['update_s']:.0f} s)  return {record['mean_return']:6.2f} (last {WINDOW} episodes; {record['episodes']} "
+                  f"ended)  pg {record['policy_loss']:.3f} vf {record['vf_loss']:.3f} ent {record['entropy']:.3f}",
                   flush=True)
 
 
