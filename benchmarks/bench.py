@@ -7,7 +7,8 @@
 
 Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
 Prints figures, the harness/lean ratio and each phase's peak RSS and load average; asserts
-nothing. The machine may be shared: compare the ratios, which come from the same run.
+nothing. After a warm-up iteration each, the lean PPO and the harness alternate iteration by
+iteration, so that on a shared machine both see the same load: compare the ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,15 +31,6 @@ def timed_rate(step: Callable[[], int], seconds: float) -> float:
     while time.perf_counter() - started < seconds:
         done += step()
     return done / (time.perf_counter() - started)
-
-
-def iterations_rate(iterations: Iterator[int], warmup: int, measured: int) -> float:
-    """Steps per second over `measured` items of `iterations` (steps each), after `warmup` of them."""
-    for _ in range(warmup):
-        next(iterations)
-    started = time.perf_counter()
-    steps = sum(next(iterations) for _ in range(measured))
-    return steps / (time.perf_counter() - started)
 
 
 class Phase:
@@ -98,13 +90,17 @@ def main() -> None:
         env.close()
     print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
 
-    with Phase() as phase:
-        lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
-        records = train(experiment, lean_args)
-        lean_rate = iterations_rate((lean_args.batch_size for _ in records), 1, args.iterations)
-        records.close()  # closes its envs
-    print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, torch threads "
-          f"{torch.get_num_threads()}) | {phase}", flush=True)
+    lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
+    records = train(experiment, lean_args)
+
+    def lean_iteration() -> int:
+        next(records)
+        return lean_args.batch_size
+
+    with Phase() as lean_warmup:
+        lean_iteration()
+    print(f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
+          f"| {lean_warmup}", flush=True)
 
     config = build_algorithm_config(experiment)
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
@@ -117,14 +113,32 @@ def main() -> None:
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env; one env runner with "
           f"inference) | {phase}", flush=True)
 
-    with Phase() as phase:
-        init_ray(experiment)
-        algo = config.build_algo()
-        harness = (int(algo.train()["env_runners"]["num_env_steps_sampled"]) for _ in iter(int, 1))
-        train_rate = iterations_rate(harness, 1, args.iterations)
-        algo.stop()
-    print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train(), learner in this process, torch threads "
-          f"{torch.get_num_threads()}) | {phase}")
+    init_ray(experiment)
+    algo = config.build_algo()
+
+    def harness_iteration() -> int:
+        return int(algo.train()["env_runners"]["num_env_steps_sampled"])
+
+    with Phase() as harness_warmup:
+        harness_iteration()
+    print(f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
+          f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)", flush=True)
+
+    # Alternate the two, one iteration each, so that both see the same share of a shared machine.
+    seconds, steps = {"lean": 0.0, "harness": 0.0}, {"lean": 0, "harness": 0}
+    for i in range(args.iterations):
+        for name, iterate in (("lean", lean_iteration), ("harness", harness_iteration)):
+            started, load = time.perf_counter(), os.getloadavg()[0]
+            steps[name] += iterate()
+            took = time.perf_counter() - started
+            seconds[name] += took
+            print(f"  iteration {i + 1} {name:8s} {took:6.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    records.close()  # closes its envs
+    algo.stop()
+    lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
+    print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
+    print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
     print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
     sys.stdout.flush()
 

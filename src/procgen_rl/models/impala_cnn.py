@@ -61,9 +61,13 @@ class ImpalaCNNNet(nn.Module):
         # Small policy init keeps early actions near uniform (as in CleanRL's ppo_procgen).
         nn.init.orthogonal_(self.pi.weight, gain=0.01)
         nn.init.zeros_(self.pi.bias)
+        # channels_last (NHWC) is oneDNN's native conv layout: on a 2-core CPU it measured ~2x the
+        # NCHW forward+backward and inference speed. Layout only: values and state dicts are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     def features(self, obs: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
-        return (encoder or self.encoder)(obs.float() / 255.0)
+        frames = obs.contiguous(memory_format=torch.channels_last).float() / 255.0
+        return (encoder or self.encoder)(frames)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(obs)
