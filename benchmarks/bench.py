@@ -14,6 +14,7 @@ iteration, so that on a shared machine both see the same load: compare the ratio
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import subprocess
@@ -93,9 +94,12 @@ def main() -> None:
     lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
     records = train(experiment, lean_args)
 
-    def lean_iteration() -> int:
-        next(records)
-        return lean_args.batch_size
+    lean_sample_s: list[float] = []  # the lean rollouts alone: the inference-bound sampling ceiling
+
+    def lean_iteration() -> tuple[int, str]:
+        record = next(records)
+        lean_sample_s.append(record["sample_s"])
+        return lean_args.batch_size, f"rollout {record['sample_s']:.0f} s, update {record['update_s']:.0f} s"
 
     with Phase() as lean_warmup:
         lean_iteration()
@@ -116,8 +120,12 @@ def main() -> None:
     init_ray(experiment)
     algo = config.build_algo()
 
-    def harness_iteration() -> int:
-        return int(algo.train()["env_runners"]["num_env_steps_sampled"])
+    def harness_iteration() -> tuple[int, str]:
+        result = algo.train()
+        timers = result.get("timers", {})
+        return (int(result["env_runners"]["num_env_steps_sampled"]),
+                f"sampling {timers.get('env_runner_sampling_timer', math.nan):.0f} s, "
+                f"learner {timers.get('learner_update_timer', math.nan):.0f} s")
 
     with Phase() as harness_warmup:
         harness_iteration()
@@ -129,14 +137,18 @@ def main() -> None:
     for i in range(args.iterations):
         for name, iterate in (("lean", lean_iteration), ("harness", harness_iteration)):
             started, load = time.perf_counter(), os.getloadavg()[0]
-            steps[name] += iterate()
+            done, detail = iterate()
             took = time.perf_counter() - started
+            steps[name] += done
             seconds[name] += took
-            print(f"  iteration {i + 1} {name:8s} {took:6.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}",
-                  flush=True)
+            print(f"  iteration {i + 1} {name:8s} {took:6.0f} s ({detail}), load {load:.1f} -> "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
     records.close()  # closes its envs
     algo.stop()
     lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
+    rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
+    print(f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env; the lean PPO's sampling "
+          f"with inference, for comparison with 'sampling' above)")
     print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
     print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
     print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")

@@ -1,6 +1,6 @@
 """Learning parity: the harness and the lean PPO on the same experiment, seed and step budget.
 
-Runs `procgen-rl train` (the harness, as a user runs it) and then benchmarks/lean_ppo.py, one
+Runs benchmarks/lean_ppo.py and then `procgen-rl train` (the harness, as a user runs it), one
 after the other so they do not share the CPU, and plots both mean-return curves (last 100
 episodes, the harness's episode_reward_mean) into one PNG.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -78,17 +79,19 @@ def main() -> None:
     seed = load_experiment(args.experiment, parse_set_args(args.overrides)).seed  # fails early on a bad config
     args.out.mkdir(parents=True, exist_ok=True)
 
-    curves, seconds = {}, {}
-    for label, run in (("RLlib harness", run_harness), ("lean PPO", run_lean)):
+    curves, seconds, peak_mib = {}, {}, {}
+    for label, run in (("lean PPO", run_lean), ("RLlib harness", run_harness)):
         started = time.perf_counter()
         curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
         seconds[label] = time.perf_counter() - started
+        # Largest finished child so far: the lean PPO's, then the larger of it and the harness driver's.
+        peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     png = args.out / "learning.png"
     plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)
     for label, curve in curves.items():
         step, final = curve[-1]
         print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, "
-              f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up)")
+              f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far {peak_mib[label]:.0f} MiB")
     print(f"plot: {png}")
 
 
