@@ -35,6 +35,7 @@ MAX_RUN ?=
 WAIT ?=
 DRY_RUN ?=
 CLOUD_ARGS ?=
+STEPS ?= 1000000
 
 export RESULTS_DIR
 BIN := $(VENV)/bin
@@ -49,11 +50,11 @@ CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES
 S3_RUN = $(filter s3://%,$(RUN))
 S3_RUN_DIR = $(RESULTS_DIR)/$(notdir $(patsubst %/,%,$(RUN)))
 
-.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test bench bench-cluster image-cpu image-gpu clean
+.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test bench bench-learning bench-cluster image-cpu image-gpu clean
 
 help: ## list the targets and their variables
-	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
-	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v'"
+	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v' STEPS=$(STEPS) (bench-learning)"
 	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR)"
 	@echo "           BACKEND=$(BACKEND) (auto: compose if Docker answers, else native | compose | native | sagemaker)"
 	@echo "           WORKERS=$(WORKERS) (compose) INSTANCES=$(INSTANCES) (sagemaker)"
@@ -64,7 +65,7 @@ help: ## list the targets and their variables
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_ARGS) -e '.[test,sagemaker]'
+	$(BIN)/pip install $(PIP_ARGS) -e '.[test,sagemaker,bench]'
 	@touch $@
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
@@ -114,8 +115,11 @@ endif
 test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(BIN)/procgen-rl ## print env, sampling and training steps/s for EXPERIMENT
-	$(BIN)/python scripts/bench.py $(EXPERIMENT) $(OVERRIDES)
+bench: $(BIN)/procgen-rl ## env, sampling, RLlib training and lean-PPO steps/s for EXPERIMENT, their ratio, peak RSS
+	$(BIN)/python benchmarks/bench.py $(EXPERIMENT) $(OVERRIDES)
+
+bench-learning: $(BIN)/procgen-rl ## harness and lean PPO for STEPS env steps each, same seed: curves in one PNG
+	$(BIN)/python benchmarks/learning.py $(EXPERIMENT) --steps $(STEPS) $(OVERRIDES)
 
 bench-cluster: $(BIN)/procgen-rl image-cpu ## compose sampling steps/s for WORKERS in BENCH_WORKERS (0 1 2)
 	$(BIN)/python benchmarks/bench_cluster.py $(EXPERIMENT) --workers $(BENCH_WORKERS) --image $(IMAGE):$(VERSION)-cpu

@@ -1,0 +1,159 @@
+"""Throughput of an experiment on this machine, in env steps per second, measured in one run.
+
+    env       the batched Procgen env alone, random actions (the ceiling)
+    lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
+    sampling  RLlib's env runner: env + connectors + IMPALA-CNN inference, no learning
+    training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
+
+Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
+Prints figures, the harness/lean ratio and each phase's peak RSS and load average; asserts
+nothing. After a warm-up iteration each, the lean PPO and the harness alternate iteration by
+iteration, so that on a shared machine both see the same load: compare the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def timed_rate(step: Callable[[], int], seconds: float) -> float:
+    """Steps per second of `step()` (which returns steps done), after one warm-up call."""
+    step()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        done += step()
+    return done / (time.perf_counter() - started)
+
+
+class Phase:
+    """Peak RSS (VmHWM, reset at the start) and load average around one phase of the bench."""
+
+    def __enter__(self) -> "Phase":
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets this process's peak RSS
+        self.load_before = os.getloadavg()[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.load_after = os.getloadavg()[0]
+        with open("/proc/self/status") as f:
+            self.peak_mib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+    def __str__(self) -> str:
+        return f"peak RSS {self.peak_mib:6.0f} MiB, load {self.load_before:.1f} -> {self.load_after:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the env and sampling phases")
+    parser.add_argument("--iterations", type=int, default=1, help="training iterations timed, after a warm-up one")
+    args = parser.parse_args()
+
+    import torch
+
+    from lean_ppo import Args, train
+    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.envs import ProcgenVectorEnv
+    from procgen_rl.trainer import build_algorithm_config, init_ray
+
+    experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
+    algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"experiment {experiment.name} | commit {commit or '?'} | {platform.processor() or platform.machine()} "
+          f"{os.cpu_count()} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
+          f"cuda {torch.cuda.is_available()}")
+    print(f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
+          f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "
+          f"env runners {experiment.resources.num_env_runners}; timing {args.iterations} iteration(s) "
+          f"of {algo_cfg.train_batch_size} steps after a warm-up one", flush=True)
+
+    with Phase() as phase:
+        env = ProcgenVectorEnv(experiment.env_config, num_envs)
+        env.reset()
+        rng = np.random.default_rng(0)
+
+        def env_step() -> int:
+            env.step(rng.integers(0, 15, num_envs))
+            return num_envs
+
+        env_rate = timed_rate(env_step, args.seconds)
+        env.close()
+    print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
+
+    lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
+    records = train(experiment, lean_args)
+
+    lean_sample_s: list[float] = []  # the lean rollouts alone: the inference-bound sampling ceiling
+
+    def lean_iteration() -> tuple[int, str]:
+        record = next(records)
+        lean_sample_s.append(record["sample_s"])
+        return lean_args.batch_size, f"rollout {record['sample_s']:.0f} s, update {record['update_s']:.0f} s"
+
+    with Phase() as lean_warmup:
+        lean_iteration()
+    print(f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
+          f"| {lean_warmup}", flush=True)
+
+    config = build_algorithm_config(experiment)
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    with Phase() as phase:
+        runner = SingleAgentEnvRunner(config=config)
+        fragment = num_envs * algo_cfg.num_steps
+        sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)
+        runner.stop()
+    print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env; one env runner with "
+          f"inference) | {phase}", flush=True)
+
+    init_ray(experiment)
+    algo = config.build_algo()
+
+    def harness_iteration() -> tuple[int, str]:
+        result = algo.train()
+        timers = result.get("timers", {})
+        return (int(result["env_runners"]["num_env_steps_sampled"]),
+                f"sampling {timers.get('env_runner_sampling_timer', math.nan):.0f} s, "
+                f"learner {timers.get('learner_update_timer', math.nan):.0f} s")
+
+    with Phase() as harness_warmup:
+        harness_iteration()
+    print(f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
+          f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)", flush=True)
+
+    # Alternate the two, one iteration each, so that both see the same share of a shared machine.
+    seconds, steps = {"lean": 0.0, "harness": 0.0}, {"lean": 0, "harness": 0}
+    for i in range(args.iterations):
+        for name, iterate in (("lean", lean_iteration), ("harness", harness_iteration)):
+            started, load = time.perf_counter(), os.getloadavg()[0]
+            done, detail = iterate()
+            took = time.perf_counter() - started
+            steps[name] += done
+            seconds[name] += took
+            print(f"  iteration {i + 1} {name:8s} {took:6.0f} s ({detail}), load {load:.1f} -> "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+    records.close()  # closes its envs
+    algo.stop()
+    lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
+    rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
+    print(f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env; the lean PPO's sampling "
+          f"with inference, for comparison with 'sampling' above)")
+    print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
+    print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
+    print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Learning parity: the harness and the lean PPO on the same experiment, seed and step budget.
+
+Runs benchmarks/lean_ppo.py and then `procgen-rl train` (the harness, as a user runs it), one
+after the other so they do not share the CPU, and plots both mean-return curves (last 100
+episodes, the harness's episode_reward_mean) into one PNG.
+
+Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from procgen_rl.config import load_experiment, parse_set_args
+from procgen_rl.reporting import METRIC_PREFIX, parse_metric_line
+
+BENCHMARKS = Path(__file__).resolve().parent
+Curve = list[tuple[int, float]]  # (env steps, mean return)
+
+
+def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
+    """`procgen-rl train` to `steps`; the curve comes from its per-iteration metric lines."""
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    command = [sys.executable, "-m", "procgen_rl.cli", "train", experiment, "--run-dir", str(out / "harness"),
+               *sets, "--set", f"stop.timesteps_total={steps}", "--set", "stop.time_total_s=0"]
+    curve: Curve = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if line.startswith(METRIC_PREFIX):
+                metrics = parse_metric_line(line)
+                curve.append((int(metrics["timesteps_total"]), metrics["episode_reward_mean"]))
+    if process.returncode:
+        raise SystemExit(f"harness run failed (exit {process.returncode})")
+    return curve
+
+
+def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
+    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV."""
+    path = out / "lean.csv"
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
+                    "--total-timesteps", str(steps), "--csv", str(path)], check=True)
+    with open(path, newline="") as f:
+        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
+
+
+def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, curve in curves.items():
+        ax.plot([s for s, _ in curve], [r for _, r in curve], marker=".", label=label)
+    ax.set(xlabel="env steps", ylabel="mean return (last 100 episodes)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("RESULTS_DIR", "results"),
+                                                         time.strftime("bench-learning-%Y%m%d-%H%M%S")))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    seed = load_experiment(args.experiment, parse_set_args(args.overrides)).seed  # fails early on a bad config
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    curves, seconds, peak_mib = {}, {}, {}
+    for label, run in (("lean PPO", run_lean), ("RLlib harness", run_harness)):
+        started = time.perf_counter()
+        curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
+        seconds[label] = time.perf_counter() - started
+        # Largest finished child so far: the lean PPO's, then the larger of it and the harness driver's.
+        peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    png = args.out / "learning.png"
+    plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)
+    for label, curve in curves.items():
+        step, final = curve[-1]
+        print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, "
+              f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far {peak_mib[label]:.0f} MiB")
+    print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
