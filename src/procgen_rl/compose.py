@@ -45,7 +45,7 @@ class Cluster:
     """One compose project: the variables docker-compose.yml needs, and the commands on it."""
 
     def __init__(self, image: str, workers: int, worker_slots: int = 1, head_slots: int = 0,
-                 driver: Sequence[str] = (), client_port: int = CLIENT_PORT) -> None:
+                 driver: Sequence[str] = ()) -> None:
         if not COMPOSE_FILE.is_file():
             raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
         self.results = Path(os.environ.get("RESULTS_DIR", "results")).resolve()
@@ -63,7 +63,7 @@ class Cluster:
             "WORKER_SLOTS": str(worker_slots),
             "JOIN_TIMEOUT_S": str(JOIN_TIMEOUT_S),
             "PROCGEN_RL_DRIVER": json.dumps(list(driver)) if driver else "",
-            "RAY_CLIENT_PORT": str(client_port),
+            "RAY_CLIENT_PORT": str(CLIENT_PORT),
         }
 
     def compose(self, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
