@@ -88,8 +88,9 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     register_env(ENV_NAME, make_rllib_env)
     config = (
         config_class()
-        .environment(ENV_NAME, env_config=rllib_env_config(
-            experiment.env_config, algo.gamma, algo.normalize_reward))
+        .environment(ENV_NAME, env_config=rllib_env_config(experiment.env_config, algo.gamma, algo.normalize_reward),
+                     # Procgen's 15 discrete actions need no unsquashing or clipping: skip that per-env work.
+                     normalize_actions=False, clip_actions=False)
         .env_runners(
             num_env_runners=res.num_env_runners,
             num_envs_per_env_runner=experiment.num_envs_per_env_runner,
@@ -104,6 +105,10 @@ def build_algorithm_config(experiment: Experiment) -> Any:
         .callbacks(callbacks)
         .debugging(seed=experiment.seed)
     )
+    if algo.name == "PPO":
+        from procgen_rl.learner import ProcgenPPOLearner
+
+        config.learners(learner_class=ProcgenPPOLearner)  # exactly update_epochs x num_minibatches steps
     accepted = _accepted_training_args(config)
     config.training(**{k: v for k, v in rllib_training_args(experiment).items() if k in accepted})
     for section, kwargs in algo.rllib.items():
