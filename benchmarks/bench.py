@@ -1,6 +1,7 @@
 """Throughput of an experiment on this machine, in env steps per second, measured in one run.
 
-    env       the batched Procgen env alone, random actions (the ceiling)
+    env       the batched Procgen env alone, random actions
+    inference the IMPALA-CNN forward alone at the env runner's batch; with env, the sampling ceiling
     lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
     sampling  RLlib's env runner: env + connectors + IMPALA-CNN inference, no learning
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
@@ -14,7 +15,6 @@ iteration, so that on a shared machine both see the same load: compare the ratio
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import subprocess
@@ -65,6 +65,7 @@ def main() -> None:
     from lean_ppo import Args, train
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.envs import ProcgenVectorEnv
+    from procgen_rl.models.impala_cnn import ImpalaCNNNet
     from procgen_rl.trainer import build_algorithm_config, init_ray
 
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
@@ -91,10 +92,27 @@ def main() -> None:
         env.close()
     print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
 
+    with Phase() as phase:
+        model = experiment.model.custom_model_config
+        net = ImpalaCNNNet(env.single_observation_space.shape, int(env.single_action_space.n),
+                           model.get("depths", [16, 32, 32]), model.get("hidden", 256))
+        frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
+
+        def inference_step() -> int:
+            with torch.no_grad():
+                net(frames)
+            return num_envs
+
+        inference_rate = timed_rate(inference_step, args.seconds)
+    # Sampling alternates env steps and forward passes, so its ceiling is the two rates in series.
+    sampling_bound = 1.0 / (1.0 / env_rate + 1.0 / inference_rate)
+    print(f"inference {inference_rate:10.0f} frames/s (the network's forward alone, batch {num_envs}); env + inference "
+          f"in series: {sampling_bound:.0f} steps/s, the sampling ceiling | {phase}", flush=True)
+
     lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
     records = train(experiment, lean_args)
 
-    lean_sample_s: list[float] = []  # the lean rollouts alone: the inference-bound sampling ceiling
+    lean_sample_s: list[float] = []  # the lean rollouts alone, to compare with RLlib's sampling
 
     def lean_iteration() -> tuple[int, str]:
         record = next(records)
@@ -114,18 +132,32 @@ def main() -> None:
         fragment = num_envs * algo_cfg.num_steps
         sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)
         runner.stop()
-    print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env; one env runner with "
-          f"inference) | {phase}", flush=True)
+    print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
+          f"of the ceiling; one env runner with inference) | {phase}", flush=True)
 
     init_ray(experiment)
     algo = config.build_algo()
 
+    # RLlib's own timers are smoothed across iterations (the warm-up dominates them), so the
+    # learner's share of each iteration is timed here, around the call the algorithm makes.
+    learner_s: list[float] = []
+    learner_update = algo.learner_group.update
+
+    def timed_learner_update(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        try:
+            return learner_update(*args, **kwargs)
+        finally:
+            learner_s.append(time.perf_counter() - started)
+
+    algo.learner_group.update = timed_learner_update
+
     def harness_iteration() -> tuple[int, str]:
+        started = time.perf_counter()
         result = algo.train()
-        timers = result.get("timers", {})
+        took = time.perf_counter() - started
         return (int(result["env_runners"]["num_env_steps_sampled"]),
-                f"sampling {timers.get('env_runner_sampling_timer', math.nan):.0f} s, "
-                f"learner {timers.get('learner_update_timer', math.nan):.0f} s")
+                f"learner {learner_s[-1]:.0f} s, sampling and the rest {took - learner_s[-1]:.0f} s")
 
     with Phase() as harness_warmup:
         harness_iteration()
@@ -147,8 +179,8 @@ def main() -> None:
     algo.stop()
     lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
     rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
-    print(f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env; the lean PPO's sampling "
-          f"with inference, for comparison with 'sampling' above)")
+    print(f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env, {rollout_rate / sampling_bound:.0%} "
+          f"of the ceiling; the lean PPO's sampling with inference, for comparison with 'sampling' above)")
     print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
     print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
     print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
