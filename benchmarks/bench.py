@@ -93,9 +93,8 @@ def main() -> None:
     print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
 
     with Phase() as phase:
-        model = experiment.model.custom_model_config
-        net = ImpalaCNNNet(env.single_observation_space.shape, int(env.single_action_space.n),
-                           model.get("depths", [16, 32, 32]), model.get("hidden", 256))
+        net = ImpalaCNNNet.from_model_config(env.single_observation_space.shape, int(env.single_action_space.n),
+                                             experiment.model.custom_model_config)
         frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
 
         def inference_step() -> int:

@@ -131,9 +131,8 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
     np.random.seed(args.seed)
     envs = ProcgenVectorEnv(experiment.env_config, args.num_envs,
                             normalize_reward_gamma=args.gamma if args.normalize_reward else None)
-    model = experiment.model.custom_model_config
-    net = ImpalaCNNNet(envs.single_observation_space.shape, int(envs.single_action_space.n),
-                       model.get("depths", [16, 32, 32]), model.get("hidden", 256))
+    net = ImpalaCNNNet.from_model_config(envs.single_observation_space.shape, int(envs.single_action_space.n),
+                                         experiment.model.custom_model_config)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # Storage: frames stay uint8 until the network scales them.

@@ -65,6 +65,11 @@ class ImpalaCNNNet(nn.Module):
         # NCHW forward+backward and inference speed. Layout only: values and state dicts are unchanged.
         self.to(memory_format=torch.channels_last)
 
+    @classmethod
+    def from_model_config(cls, obs_shape: tuple[int, int, int], num_actions: int, model_config: dict) -> "ImpalaCNNNet":
+        """The network an experiment's `custom_model_config` describes; the paper's sizes where it is silent."""
+        return cls(obs_shape, num_actions, model_config.get("depths", [16, 32, 32]), model_config.get("hidden", 256))
+
     def features(self, obs: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
         frames = obs.contiguous(memory_format=torch.channels_last).float() / 255.0
         return (encoder or self.encoder)(frames)
@@ -83,8 +88,7 @@ class ImpalaCNN(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     """Shared IMPALA-CNN torso with a policy head (logits) and a value head."""
 
     def setup(self) -> None:
-        self.net = ImpalaCNNNet(self.observation_space.shape, self.action_space.n,
-                                self.model_config.get("depths", [16, 32, 32]), self.model_config.get("hidden", 256))
+        self.net = ImpalaCNNNet.from_model_config(self.observation_space.shape, self.action_space.n, self.model_config)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.net.pi(self.net.features(batch[Columns.OBS]))}
