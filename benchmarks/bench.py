@@ -73,7 +73,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"experiment {experiment.name} | commit {commit or '?'} | {platform.processor() or platform.machine()} "
           f"{os.cpu_count()} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
-          f"cuda {torch.cuda.is_available()}")
+          f"cuda {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     print(f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
           f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "
           f"env runners {experiment.resources.num_env_runners}; timing {args.iterations} iteration(s) "

@@ -30,6 +30,7 @@ from procgen_rl.callbacks.episode_metrics import WINDOW
 from procgen_rl.config import Experiment, load_experiment, parse_set_args
 from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
 from procgen_rl.models.impala_cnn import ImpalaCNNNet
+from procgen_rl.trainer import learner_gpus
 
 
 @dataclass
@@ -96,7 +97,7 @@ def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, bat
                ) -> dict[str, float]:
     """`update_epochs` passes of `num_minibatches` clipped-PPO steps over a flattened rollout."""
     for _ in range(args.update_epochs):
-        for idx in torch.randperm(args.batch_size).split(args.minibatch_size):
+        for idx in torch.randperm(args.batch_size, device=batch["obs"].device).split(args.minibatch_size):
             mask = batch["valid"][idx]
             logits, value = net(batch["obs"][idx])
             dist = Categorical(logits=logits)
@@ -124,15 +125,20 @@ def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, bat
 
 def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
     """Run PPO; yields one record per rollout+update: steps so far, steps/s, and the mean return
-    of the last WINDOW episodes, the harness's `episode_reward_mean`."""
+    of the last WINDOW episodes, the harness's `episode_reward_mean`.
+
+    The network runs where the harness's learner would (`resources.learner_device`): on a GPU,
+    inference and the update happen there and the rollout storage stays uint8 in host memory.
+    """
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     envs = ProcgenVectorEnv(experiment.env_config, args.num_envs,
                             normalize_reward_gamma=args.gamma if args.normalize_reward else None)
+    device = torch.device("cuda" if learner_gpus(experiment.resources.learner_device) else "cpu")
     net = ImpalaCNNNet.from_model_config(envs.single_observation_space.shape, int(envs.single_action_space.n),
-                                         experiment.model.custom_model_config)
+                                         experiment.model.custom_model_config).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # Storage: frames stay uint8 until the network scales them.
@@ -151,10 +157,10 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
             for t in range(args.num_steps):
                 obs[t], restarting[t] = next_obs, next_restarting
                 with torch.no_grad():
-                    logits, values[t] = net(next_obs)
+                    logits, value = net(next_obs.to(device))
                 dist = Categorical(logits=logits)
-                actions[t] = dist.sample()
-                logprobs[t] = dist.log_prob(actions[t])
+                action = dist.sample()
+                actions[t], logprobs[t], values[t] = action.cpu(), dist.log_prob(action).cpu(), value.cpu()
                 frames, rewards[t], terminated[t], truncated[t], info = envs.step(actions[t].numpy())
                 next_obs, next_restarting = torch.from_numpy(frames), terminated[t] | truncated[t]
                 if EPISODE_RETURN in info:
@@ -164,11 +170,12 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
             step += args.batch_size
             sampled = time.perf_counter()
 
-            advantages = gae(rewards, values.numpy(), net.values(next_obs).numpy(), terminated, truncated,
-                             args.gamma, args.gae_lambda)
+            advantages = gae(rewards, values.numpy(), net.values(next_obs.to(device)).cpu().numpy(), terminated,
+                             truncated, args.gamma, args.gae_lambda)
             batch = {"obs": obs.flatten(0, 1), "actions": actions.flatten(), "logprobs": logprobs.flatten(),
                      "values": values.flatten(), "advantages": torch.from_numpy(advantages).flatten(),
                      "valid": torch.from_numpy(~restarting).float().flatten()}
+            batch = {key: column.to(device) for key, column in batch.items()}
             batch["returns"] = batch["advantages"] + batch["values"]
             losses = ppo_update(net, optimizer, args, batch)
             seconds = time.perf_counter() - started
