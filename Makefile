@@ -1,6 +1,7 @@
 # procgen-rl: `make help` lists the targets. Every variable below can be set on the command line,
 # or for one machine in a git-ignored local.mk (e.g. DOCKER, BASE_IMAGE, DOCKER_BUILD_ARGS).
 -include local.mk
+.DEFAULT_GOAL := help  # also when local.mk adds rules of its own
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
