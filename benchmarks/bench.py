@@ -152,11 +152,13 @@ def main() -> None:
     algo.learner_group.update = timed_learner_update
 
     def harness_iteration() -> tuple[int, str]:
-        started = time.perf_counter()
+        started, updates = time.perf_counter(), len(learner_s)
         result = algo.train()
-        took = time.perf_counter() - started
-        return (int(result["env_runners"]["num_env_steps_sampled"]),
-                f"learner {learner_s[-1]:.0f} s, sampling and the rest {took - learner_s[-1]:.0f} s")
+        took, learned = time.perf_counter() - started, sum(learner_s[updates:])
+        # Counted as the trainer counts: an asynchronous (APPO) iteration may return no samples.
+        return (int(result.get("env_runners", {}).get("num_env_steps_sampled", 0)),
+                f"learner {learned:.0f} s in {len(learner_s) - updates} update call(s), "
+                f"sampling and the rest {took - learned:.0f} s")
 
     with Phase() as harness_warmup:
         harness_iteration()
