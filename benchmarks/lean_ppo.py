@@ -29,6 +29,7 @@ from torch.distributions import Categorical
 from procgen_rl.callbacks.episode_metrics import WINDOW
 from procgen_rl.config import Experiment, load_experiment, parse_set_args
 from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
+from procgen_rl.learner import paper_ppo_loss
 from procgen_rl.models.impala_cnn import ImpalaCNNNet
 from procgen_rl.trainer import learner_gpus
 
@@ -89,38 +90,28 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     return advantages
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, batch: dict[str, torch.Tensor]
                ) -> dict[str, float]:
-    """`update_epochs` passes of `num_minibatches` clipped-PPO steps over a flattened rollout."""
+    """`update_epochs` passes of `num_minibatches` clipped-PPO steps over a flattened rollout.
+
+    The loss is the harness's (`paper_ppo_loss`), on the minibatch's valid rows: a step that
+    only reset a finished env is not a transition.
+    """
     for _ in range(args.update_epochs):
         for idx in torch.randperm(args.batch_size, device=batch["obs"].device).split(args.minibatch_size):
-            mask = batch["valid"][idx]
+            idx = idx[batch["valid"][idx]]
             logits, value = net(batch["obs"][idx])
             dist = Categorical(logits=logits)
-            ratio = (dist.log_prob(batch["actions"][idx]) - batch["logprobs"][idx]).exp()
-
-            adv = batch["advantages"][idx]
-            adv_mean = masked_mean(adv, mask)
-            adv_std = masked_mean((adv - adv_mean) ** 2, mask).sqrt()
-            adv = (adv - adv_mean) / (adv_std + 1e-8)
-            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)),
-                                  mask)
-
-            old_value, target = batch["values"][idx], batch["returns"][idx]
-            clipped = old_value + (value - old_value).clamp(-args.clip_coef, args.clip_coef)
-            v_loss = 0.5 * masked_mean(torch.max((value - target) ** 2, (clipped - target) ** 2), mask)
-            entropy = masked_mean(dist.entropy(), mask)
-
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            losses = paper_ppo_loss(
+                logp_ratio=(dist.log_prob(batch["actions"][idx]) - batch["logprobs"][idx]).exp(),
+                advantages=batch["advantages"][idx], entropy=dist.entropy(), value=value,
+                old_value=batch["values"][idx], target=batch["returns"][idx],
+                clip_coef=args.clip_coef, ent_coef=args.ent_coef, vf_coef=args.vf_coef)
             optimizer.zero_grad()
-            loss.backward()
+            losses["loss"].backward()
             nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
             optimizer.step()
-    return {"policy_loss": pg_loss.item(), "vf_loss": v_loss.item(), "entropy": entropy.item()}
+    return {key: losses[key].item() for key in ("policy_loss", "vf_loss", "entropy")}
 
 
 def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
@@ -174,7 +165,7 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
                              truncated, args.gamma, args.gae_lambda)
             batch = {"obs": obs.flatten(0, 1), "actions": actions.flatten(), "logprobs": logprobs.flatten(),
                      "values": values.flatten(), "advantages": torch.from_numpy(advantages).flatten(),
-                     "valid": torch.from_numpy(~restarting).float().flatten()}
+                     "valid": torch.from_numpy(~restarting).flatten()}
             batch = {key: column.to(device) for key, column in batch.items()}
             batch["returns"] = batch["advantages"] + batch["values"]
             losses = ppo_update(net, optimizer, args, batch)

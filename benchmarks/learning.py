@@ -5,6 +5,7 @@ after the other so they do not share the CPU, and plots both mean-return curves 
 episodes, the harness's episode_reward_mean) into one PNG.
 
 Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
+A lean.csv already in --out is reused.
 """
 
 from __future__ import annotations
@@ -43,11 +44,18 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
 
 
 def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
-    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV."""
+    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV.
+
+    A lean.csv already in `out` (an earlier run into the same --out, same arguments) is reused:
+    after a change to the harness alone, a comparison costs one run, not two.
+    """
     path = out / "lean.csv"
     sets = [arg for item in overrides for arg in ("--set", item)]
-    subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
-                    "--total-timesteps", str(steps), "--csv", str(path)], check=True)
+    if path.exists():
+        print(f"lean PPO: reusing {path}", flush=True)
+    else:
+        subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
+                        "--total-timesteps", str(steps), "--csv", str(path)], check=True)
     with open(path, newline="") as f:
         return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
 
@@ -61,7 +69,8 @@ def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, curve in curves.items():
         ax.plot([s for s, _ in curve], [r for _, r in curve], marker=".", label=label)
-    ax.set(xlabel="env steps", ylabel="mean return (last 100 episodes)", title=title)
+    ax.set(xlabel="env steps", ylabel="mean return (last 100 episodes)")
+    ax.set_title(title, fontsize="small")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

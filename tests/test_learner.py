@@ -1,4 +1,4 @@
-"""The PPO learner's minibatching: the paper's update_epochs x num_minibatches steps, real rows only."""
+"""The PPO learner's minibatching (the paper's update_epochs x num_minibatches steps, real rows only) and loss."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
-from procgen_rl.learner import DropBootstrapFrames, epoch_minibatches
+from procgen_rl.learner import DropBootstrapFrames, epoch_minibatches, paper_ppo_loss
 
 
 def test_bootstrap_frames_leave_the_batch_with_their_mask():
@@ -42,6 +42,31 @@ def test_each_epoch_is_a_permutation_in_near_equal_minibatches(rows):
     assert max(sizes) - min(sizes) <= 1 and sum(m.env_steps() for m in minibatches[:4]) == rows
     first = minibatches[0].policy_batches["default_policy"]
     assert (first[Columns.ACTIONS] == first[Columns.OBS] * 2).all()  # columns stay aligned
+
+
+def loss_of(value, old_value, target, logp_ratio=(1.0, 1.0), advantages=(1.0, -1.0)):
+    return paper_ppo_loss(logp_ratio=torch.tensor(logp_ratio), advantages=torch.tensor(advantages),
+                          entropy=torch.tensor([0.5, 1.5]), value=torch.tensor(value),
+                          old_value=torch.tensor(old_value), target=torch.tensor(target),
+                          clip_coef=0.2, ent_coef=0.01, vf_coef=0.5)
+
+
+def test_value_loss_takes_the_larger_of_the_new_and_the_clipped_error():
+    # Row 0 moved 1.0 towards its target, 0.2 once clipped: the clipped error (0.8^2) counts.
+    # Row 1 moved away from its target: the new value's error (0.5^2) is the larger one.
+    losses = loss_of(value=[1.0, -0.5], old_value=[0.0, 0.0], target=[1.0, 0.0])
+    assert losses["vf_loss"].item() == pytest.approx(0.5 * (0.8**2 + 0.5**2) / 2)
+
+
+def test_surrogate_clips_the_ratio_on_standardized_advantages_and_the_loss_adds_up():
+    # Advantages (3, 1) standardize to (1, -1); both ratios are 1.5. Row 0 (A > 0) gains only up
+    # to the clipped 1.2; row 1 (A < 0) pays the unclipped 1.5: the pessimistic side each time.
+    losses = loss_of(value=[0.0, 0.0], old_value=[0.0, 0.0], target=[0.0, 0.0], logp_ratio=(1.5, 1.5),
+                     advantages=(3.0, 1.0))
+    assert losses["policy_loss"].item() == pytest.approx(-(1.2 * 1.0 + 1.5 * -1.0) / 2)
+    assert losses["entropy"].item() == pytest.approx(1.0)
+    expected = losses["policy_loss"] - 0.01 * losses["entropy"] + 0.5 * losses["vf_loss"]
+    assert losses["loss"].item() == pytest.approx(expected.item())
 
 
 @pytest.mark.slow

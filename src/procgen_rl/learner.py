@@ -1,7 +1,7 @@
-"""RLlib's PPO learner with the Procgen paper's minibatches: N real transitions, shuffled each epoch.
+"""RLlib's PPO learner with the Procgen paper's update: its minibatches and its loss.
 
-RLlib 2.60's PPO learner differs from the paper's (baselines ppo2) update in two ways that
-cost time and change the sampling of minibatches:
+RLlib 2.60's PPO learner differs from the paper's (baselines ppo2) update in its minibatches,
+which cost time and change the sampling:
 
 - To bootstrap GAE it appends one artificial frame to every episode chunk (`LOSS_MASK` False)
   and keeps those frames in the loss batch: 1-2% of a 64-env batch, computed and masked out.
@@ -13,6 +13,11 @@ cost time and change the sampling of minibatches:
 Here the bootstrap frames are dropped once GAE has used them, and every epoch is a fresh
 permutation split into `num_minibatches` near-equal minibatches: exactly
 `update_epochs x num_minibatches` gradient steps over the sampled transitions.
+
+And in its loss: RLlib's value loss is the squared error clamped at `vf_clip_param` (no
+gradient beyond it) and its advantages are standardized once per batch. The paper's loss
+(`paper_ppo_loss`, as in benchmarks/lean_ppo.py) standardizes them per minibatch and clips the
+new value to within `clip_coef` of the value predicted at sampling, taking the larger error.
 """
 
 from __future__ import annotations
@@ -22,10 +27,17 @@ from typing import Any
 
 import numpy as np
 import tree
+import torch
+from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY, PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.torch_utils import explained_variance
+
+from procgen_rl.errors import ConfigError
 
 
 class DropBootstrapFrames(ConnectorV2):
@@ -49,8 +61,22 @@ def epoch_minibatches(batch: MultiAgentBatch, num_epochs: int, num_minibatches: 
             yield MultiAgentBatch({module_id: SampleBatch(tree.map_structure(lambda c: c[rows], columns))}, len(rows))
 
 
+def paper_ppo_loss(logp_ratio: torch.Tensor, advantages: torch.Tensor, entropy: torch.Tensor,
+                   value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor,
+                   clip_coef: float, ent_coef: float, vf_coef: float) -> dict[str, torch.Tensor]:
+    """Baselines ppo2's loss on one minibatch: clipped surrogate, clipped value loss, entropy bonus."""
+    advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    pg_loss = torch.max(-advantages * logp_ratio,
+                        -advantages * logp_ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    clipped_value = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
+    v_loss = 0.5 * torch.max((value - target) ** 2, (clipped_value - target) ** 2).mean()
+    entropy = entropy.mean()
+    return {"loss": pg_loss - ent_coef * entropy + vf_coef * v_loss,
+            POLICY_LOSS_KEY: pg_loss, VF_LOSS_KEY: v_loss, ENTROPY_KEY: entropy}
+
+
 class ProcgenPPOLearner(PPOTorchLearner):
-    """PPOTorchLearner with the paper's minibatching (see the module docstring)."""
+    """PPOTorchLearner with the paper's minibatching and loss (see the module docstring)."""
 
     def build(self) -> None:
         super().build()
@@ -65,3 +91,22 @@ class ProcgenPPOLearner(PPOTorchLearner):
         num_minibatches = max(1, round(self.config.train_batch_size_per_learner / minibatch_size))
         return epoch_minibatches(self._make_batch_if_necessary(training_data=training_data), num_epochs,
                                  num_minibatches)
+
+    def compute_loss_for_module(self, *, module_id: str, config: PPOConfig, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        if Columns.VF_PREDS not in batch:
+            raise ConfigError("PPO's clipped value loss needs the values predicted at sampling: the model's "
+                              "_forward_exploration must return Columns.VF_PREDS (see models/impala_cnn.py)")
+        module = self.module[module_id].unwrapped()
+        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        value = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        losses = paper_ppo_loss(
+            logp_ratio=torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP]),
+            advantages=batch[Postprocessing.ADVANTAGES], entropy=dist.entropy(), value=value,
+            old_value=batch[Columns.VF_PREDS], target=batch[Postprocessing.VALUE_TARGETS],
+            clip_coef=config.clip_param, vf_coef=config.vf_loss_coeff,
+            ent_coef=self.entropy_coeff_schedulers_per_module[module_id].get_current_value())
+        loss = losses.pop("loss")
+        losses[LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY] = explained_variance(batch[Postprocessing.VALUE_TARGETS], value)
+        self.metrics.log_dict(losses, key=module_id, window=1)
+        return loss

@@ -43,9 +43,9 @@ def rllib_training_args(experiment: Experiment) -> dict[str, Any]:
         "lambda_": algo.gae_lambda,
         "clip_param": algo.clip_coef,
         "entropy_coeff": algo.ent_coef,
-        # The paper's (baselines') value loss is 0.5 * squared error, as is RLlib's APPO/IMPALA
-        # loss; RLlib's PPO loss drops the 0.5, so its coefficient is halved to weigh the same.
-        "vf_loss_coeff": algo.vf_coef * (0.5 if algo.name == "PPO" else 1.0),
+        # The paper's (baselines') value loss is 0.5 * squared error, as are our PPO learner's
+        # (procgen_rl.learner) and RLlib's APPO/IMPALA losses.
+        "vf_loss_coeff": algo.vf_coef,
         "grad_clip": algo.max_grad_norm,
         "grad_clip_by": "global_norm",
         "num_epochs": algo.update_epochs,
