@@ -4,8 +4,10 @@ Runs benchmarks/lean_ppo.py and then `procgen-rl train` (the harness, as a user 
 after the other so they do not share the CPU, and plots both mean-return curves (last 100
 episodes, the harness's episode_reward_mean) into one PNG.
 
+Prints each run's final mean return and its mean over the second half of the steps (± standard
+error across iterations). A lean.csv already in --out is reused.
+
 Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
-A lean.csv already in --out is reused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import csv
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -44,20 +47,23 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
 
 
 def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
-    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV.
-
-    A lean.csv already in `out` (an earlier run into the same --out, same arguments) is reused:
-    after a change to the harness alone, a comparison costs one run, not two.
-    """
-    path = out / "lean.csv"
+    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV."""
     sets = [arg for item in overrides for arg in ("--set", item)]
-    if path.exists():
-        print(f"lean PPO: reusing {path}", flush=True)
-    else:
-        subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
-                        "--total-timesteps", str(steps), "--csv", str(path)], check=True)
+    subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
+                    "--total-timesteps", str(steps), "--csv", str(out / "lean.csv")], check=True)
+    return read_lean_csv(out / "lean.csv")
+
+
+def read_lean_csv(path: Path) -> Curve:
     with open(path, newline="") as f:
         return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
+
+
+def second_half(curve: Curve) -> tuple[float, float]:
+    """Mean return over the second half of the steps, and its standard error across iterations
+    (each iteration's 100-episode window is disjoint from the next at coinrun's episode rate)."""
+    values = [r for s, r in curve if s >= curve[-1][0] / 2]
+    return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
 
 
 def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
@@ -89,7 +95,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     curves, seconds, peak_mib = {}, {}, {}
-    for label, run in (("lean PPO", run_lean), ("RLlib harness", run_harness)):
+    runs = [("lean PPO", run_lean), ("RLlib harness", run_harness)]
+    if (args.out / "lean.csv").exists():  # after a change to the harness alone, one run instead of two
+        print(f"lean PPO: reusing {args.out / 'lean.csv'}", flush=True)
+        curves["lean PPO"], runs = read_lean_csv(args.out / "lean.csv"), runs[1:]
+    for label, run in runs:
         started = time.perf_counter()
         curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
         seconds[label] = time.perf_counter() - started
@@ -99,8 +109,10 @@ def main() -> None:
     plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)
     for label, curve in curves.items():
         step, final = curve[-1]
-        print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, "
-              f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far {peak_mib[label]:.0f} MiB")
+        mean, stderr = second_half(curve)
+        speed = (f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far "
+                 f"{peak_mib[label]:.0f} MiB" if label in seconds else "reused")
+        print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, second half {mean:.2f} ± {stderr:.2f}; {speed}")
     print(f"plot: {png}")
 
 
