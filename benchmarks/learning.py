@@ -96,9 +96,10 @@ def main() -> None:
 
     curves, seconds, peak_mib = {}, {}, {}
     runs = [("lean PPO", run_lean), ("RLlib harness", run_harness)]
-    if (args.out / "lean.csv").exists():  # after a change to the harness alone, one run instead of two
-        print(f"lean PPO: reusing {args.out / 'lean.csv'}", flush=True)
-        curves["lean PPO"], runs = read_lean_csv(args.out / "lean.csv"), runs[1:]
+    lean_csv = args.out / "lean.csv"
+    if lean_csv.exists():  # after a change to the harness alone, one run instead of two
+        print(f"lean PPO: reusing {lean_csv}", flush=True)
+        curves["lean PPO"], runs = read_lean_csv(lean_csv), runs[1:]
     for label, run in runs:
         started = time.perf_counter()
         curves[label] = run(args.experiment, args.steps, args.out, args.overrides)

@@ -16,7 +16,7 @@ permutation split into `num_minibatches` near-equal minibatches: exactly
 
 And in its loss: RLlib's value loss is the squared error clamped at `vf_clip_param` (no
 gradient beyond it) and its advantages are standardized once per batch. The paper's loss
-(`paper_ppo_loss`, as in benchmarks/lean_ppo.py) standardizes them per minibatch and clips the
+(`paper_ppo_loss`, which benchmarks/lean_ppo.py calls too) standardizes them per minibatch and clips the
 new value to within `clip_coef` of the value predicted at sampling, taking the larger error.
 """
 
@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import tree
 import torch
+import tree
 from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY, PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
