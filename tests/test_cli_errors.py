@@ -14,6 +14,12 @@ PPO = "experiments/ppo-8m.yaml"
     (["train", PPO, "--set", "env_config.levels=3"], ["unknown key 'env_config.levels'", "num_levels"]),
     (["train", PPO, "--set", "algorithm.num_envs=lots"], ["--set algorithm.num_envs: expected an integer, got 'lots'"]),
     (["train", PPO, "--set", "model.custom_model=resnet"], ["model.custom_model: unknown model 'resnet'", "impala_cnn"]),
+    (["train", PPO, "--set", "model.custom_model_config={depths: abc}"],
+     ["model.custom_model_config: ImpalaCNN fails to build or sample with {'depths': 'abc'}: TypeError"]),
+    (["train", PPO, "--backend", "compose", "--set", "model.custom_model_config={hidden: -1}"],
+     ["model.custom_model_config: ImpalaCNN fails to build or sample", "negative dimension"]),
+    (["train", PPO, "--set", "model.custom_model=procgen_rl.models.impala_cnn:ResidualBlock"],
+     ["model.custom_model:", "ResidualBlock'> is not an RLlib TorchRLModule subclass"]),
     (["train", PPO, "--set", "algorithm.name=DQNX"], ["algorithm.name: unknown algorithm 'DQNX'", "PPO, APPO, IMPALA"]),
     (["train", "experiments/nope.yaml"], ["experiment file not found: experiments/nope.yaml", "experiments/ppo-8m.yaml"]),
     (["train"], ["give an EXPERIMENT file"]),
@@ -21,6 +27,36 @@ PPO = "experiments/ppo-8m.yaml"
 ])
 def test_bad_input_fails_fast_with_one_line(args, fragments):
     assert_one_line_error(run_cli(*args, timeout=120), *fragments)
+
+
+USER_MODELS = """
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from procgen_rl.models.impala_cnn import ImpalaCNN
+
+
+class NoSampledValues(ImpalaCNN):
+    def _forward_exploration(self, batch, **kwargs):
+        return {Columns.ACTION_DIST_INPUTS: self.net(batch[Columns.OBS])[0]}
+
+
+class NoTargets(TorchRLModule, ValueFunctionAPI):
+    pass
+"""
+
+
+@pytest.mark.parametrize("experiment, model, fragments", [
+    (PPO, "NoSampledValues", ["model.custom_model: NoSampledValues._forward_exploration must also return "
+                              "Columns.VF_PREDS"]),
+    ("experiments/appo-8m.yaml", "NoTargets", ["model.custom_model: NoTargets must implement TargetNetworkAPI "
+                                               "for APPO"]),
+])
+def test_a_user_model_that_breaks_the_contract_is_one_line(tmp_path, experiment, model, fragments):
+    (tmp_path / "user_models.py").write_text(USER_MODELS)
+    result = run_cli("train", experiment, "--set", f"model.custom_model=user_models:{model}", timeout=120,
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(result, *fragments)
 
 
 def test_malformed_yaml(tmp_path):

@@ -195,6 +195,7 @@ def test_job_names_fit_sagemaker_rules():
     (["--job-name", "has_underscore"], {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET}, ["--job-name 'has_underscore'"]),
     (["--tag", "novalue"], {}, ["--tag: expected KEY=VALUE"]),
     (["--set", "env_config.env_name=pong"], {}, ["--set env_config.env_name: unknown game 'pong'"]),
+    (["--set", "model.custom_model_config={hidden: -1}"], {}, ["model.custom_model_config: ImpalaCNN fails"]),
 ])
 def test_missing_or_bad_configuration_is_one_line_naming_the_flag(args, env, fragments):
     result = run_cli("cloud", "train", "experiments/smoke.yaml", *args, timeout=120, env=env)

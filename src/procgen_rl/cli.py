@@ -148,12 +148,22 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
 
 
+def check_buildable(experiment: Experiment) -> None:
+    """Resolve the algorithm, model and callbacks and sample one frame with the model, here, so a
+    launch into containers or the cloud fails in one line before anything starts there."""
+    from procgen_rl.trainer import build_algorithm_config
+
+    build_algorithm_config(experiment)
+
+
 def job_experiment(args: argparse.Namespace) -> tuple[Experiment, dict[str, Any]]:
     """A job's experiment and overrides, validated here rather than in a container."""
     from procgen_rl.config import load_experiment, parse_set_args
 
     overrides = parse_set_args(args.overrides)
-    return load_experiment(args.experiment, overrides), overrides
+    experiment = load_experiment(args.experiment, overrides)
+    check_buildable(experiment)
+    return experiment, overrides
 
 
 def run_sagemaker_local(args: argparse.Namespace) -> None:
@@ -285,6 +295,7 @@ def train_on_cluster(args: argparse.Namespace, experiment: Experiment, run: RunD
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
+    check_buildable(experiment)
     check_docker(args.image)
     where = ["--resume", str(run.path.resolve())] if resume else [
         str(Path(args.experiment).resolve()), "--run-dir", str(run.path.resolve())]

@@ -37,8 +37,6 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.torch_utils import explained_variance
 
-from procgen_rl.errors import ConfigError
-
 
 class DropBootstrapFrames(ConnectorV2):
     """Learner connector piece, after GAE: keep only the rows whose LOSS_MASK is True."""
@@ -94,9 +92,6 @@ class ProcgenPPOLearner(PPOTorchLearner):
 
     def compute_loss_for_module(self, *, module_id: str, config: PPOConfig, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        if Columns.VF_PREDS not in batch:
-            raise ConfigError("PPO's clipped value loss needs the values predicted at sampling: the model's "
-                              "_forward_exploration must return Columns.VF_PREDS (see models/impala_cnn.py)")
         module = self.module[module_id].unwrapped()
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         value = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))

@@ -77,11 +77,15 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.tune.registry import register_env
 
-    from procgen_rl.envs import ENV_NAME, make_rllib_env, rllib_env_config
+    from procgen_rl.envs import ENV_NAME, ProcgenVectorEnv, make_rllib_env, rllib_env_config
+    from procgen_rl.models import check_model
 
     algo, res = experiment.algorithm, experiment.resources
     config_class = registry.resolve("algorithms", algo.name, "algorithm.name")
     module_class = registry.resolve("models", experiment.model.custom_model, "model.custom_model")
+    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)  # spaces only: no games start
+    check_model(module_class, experiment.model.custom_model_config, algo.name,
+                spaces.single_observation_space, spaces.single_action_space)
     callbacks = [registry.resolve("callbacks", "episode_metrics", "callbacks")]
     callbacks += [registry.resolve("callbacks", name, "callbacks") for name in experiment.callbacks]
 

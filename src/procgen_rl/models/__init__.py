@@ -5,4 +5,45 @@ implements ValueFunctionAPI (PPO, APPO, IMPALA need values) and TargetNetworkAPI
 targets), and whose `_forward_exploration` returns `Columns.VF_PREDS` (PPO's clipped value loss
 needs the values predicted at sampling). It receives `custom_model_config` as its `model_config`
 and uint8 frames (N, C, 64, 64). A model outside this package is named `package.module:ClassName`.
+`check_model` holds every model to this before Ray starts.
 """
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+
+from procgen_rl.errors import ConfigError
+
+
+def check_model(module_class: Any, model_config: dict, algorithm: str,
+                observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Build the model on the env's spaces and sample one frame with it, so a model that breaks
+    the contract above fails in one line here instead of deep inside an env runner or the loss."""
+    import torch
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.apis import TargetNetworkAPI, ValueFunctionAPI
+    from ray.rllib.core.rl_module.torch import TorchRLModule
+
+    if not (isinstance(module_class, type) and issubclass(module_class, TorchRLModule)):
+        raise ConfigError(f"model.custom_model: {module_class!r} is not an RLlib TorchRLModule subclass")
+    name = module_class.__name__
+    needed = {"PPO": [ValueFunctionAPI], "IMPALA": [ValueFunctionAPI], "APPO": [ValueFunctionAPI, TargetNetworkAPI]}
+    missing = [api.__name__ for api in needed.get(algorithm, []) if not issubclass(module_class, api)]
+    if missing:
+        raise ConfigError(f"model.custom_model: {name} must implement {' and '.join(missing)} for {algorithm}")
+    # RLlib 2.60 builds a deprecated RLModuleConfig inside every RLModule: not the user's to fix.
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
+    try:
+        module = module_class(observation_space=observation_space, action_space=action_space,
+                              model_config=model_config)
+        frame = torch.zeros((1, *observation_space.shape), dtype=torch.uint8)
+        out = module.forward_exploration({Columns.OBS: frame})
+    except Exception as err:  # a model's own code: any type, one line
+        raise ConfigError(f"model.custom_model_config: {name} fails to build or sample with {model_config}: "
+                          f"{type(err).__name__}: {err}") from None
+    if algorithm == "PPO" and Columns.VF_PREDS not in out:
+        raise ConfigError(f"model.custom_model: {name}._forward_exploration must also return Columns.VF_PREDS, "
+                          "the values PPO's clipped value loss compares against (see models/impala_cnn.py)")
