@@ -133,6 +133,12 @@ def main() -> None:
         runner.stop()
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
           f"of the ceiling; one env runner with inference) | {phase}", flush=True)
+    # Per vector step: what the runner spends beyond the env and the forward is RLlib's own work.
+    step_ms = {name: 1e3 * num_envs / rate for name, rate in
+               (("sampling", sample_rate), ("env", env_rate), ("inference", inference_rate))}
+    print(f"          one vector step of {num_envs} envs: {step_ms['sampling']:.2f} ms = env {step_ms['env']:.2f} + "
+          f"inference {step_ms['inference']:.2f} + RLlib's connectors and episodes "
+          f"{step_ms['sampling'] - step_ms['env'] - step_ms['inference']:.2f}", flush=True)
 
     init_ray(experiment)
     algo = config.build_algo()
