@@ -34,8 +34,11 @@ def check_model(module_class: Any, model_config: dict, algorithm: str,
     missing = [api.__name__ for api in needed.get(algorithm, []) if not issubclass(module_class, api)]
     if missing:
         raise ConfigError(f"model.custom_model: {name} must implement {' and '.join(missing)} for {algorithm}")
-    # RLlib 2.60 builds a deprecated RLModuleConfig inside every RLModule: not the user's to fix.
-    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
+    # RLlib 2.60 warns of the deprecated RLModuleConfig it builds inside every RLModule: not the
+    # user's to fix. Quiet for this build only; other deprecations still show.
+    deprecations = logging.getLogger("ray._common.deprecation")
+    level = deprecations.level
+    deprecations.setLevel(logging.ERROR)
     try:
         module = module_class(observation_space=observation_space, action_space=action_space,
                               model_config=model_config)
@@ -44,6 +47,8 @@ def check_model(module_class: Any, model_config: dict, algorithm: str,
     except Exception as err:  # a model's own code: any type, one line
         raise ConfigError(f"model.custom_model_config: {name} fails to build or sample with {model_config}: "
                           f"{type(err).__name__}: {err}") from None
+    finally:
+        deprecations.setLevel(level)
     if algorithm == "PPO" and Columns.VF_PREDS not in out:
         raise ConfigError(f"model.custom_model: {name}._forward_exploration must also return Columns.VF_PREDS, "
                           "the values PPO's clipped value loss compares against (see models/impala_cnn.py)")
