@@ -30,6 +30,7 @@ def test_bad_input_fails_fast_with_one_line(args, fragments):
 
 
 USER_MODELS = """
+import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
@@ -43,6 +44,11 @@ class NoSampledValues(ImpalaCNN):
 
 class NoTargets(TorchRLModule, ValueFunctionAPI):
     pass
+
+
+class Recurrent(ImpalaCNN):
+    def get_initial_state(self):
+        return {"h": torch.zeros(16)}
 """
 
 
@@ -51,6 +57,8 @@ class NoTargets(TorchRLModule, ValueFunctionAPI):
                               "Columns.VF_PREDS"]),
     ("experiments/appo-8m.yaml", "NoTargets", ["model.custom_model: NoTargets must implement TargetNetworkAPI "
                                                "for APPO"]),
+    (PPO, "Recurrent", ["model.custom_model: Recurrent is recurrent (its get_initial_state is not empty); "
+                        "the env runners feed a model frames only, no state"]),
 ])
 def test_a_user_model_that_breaks_the_contract_is_one_line(tmp_path, experiment, model, fragments):
     (tmp_path / "user_models.py").write_text(USER_MODELS)

@@ -77,6 +77,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.tune.registry import register_env
 
+    from procgen_rl.connectors import FramesToModule, SampleActions
     from procgen_rl.envs import ENV_NAME, ProcgenVectorEnv, make_rllib_env, rllib_env_config
     from procgen_rl.models import check_model
 
@@ -92,9 +93,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     register_env(ENV_NAME, make_rllib_env)
     config = (
         config_class()
-        .environment(ENV_NAME, env_config=rllib_env_config(experiment.env_config, algo.gamma, algo.normalize_reward),
-                     # Procgen's 15 discrete actions need no unsquashing or clipping: skip that per-env work.
-                     normalize_actions=False, clip_actions=False)
+        .environment(ENV_NAME, env_config=rllib_env_config(experiment.env_config, algo.gamma, algo.normalize_reward))
         .env_runners(
             num_env_runners=res.num_env_runners,
             num_envs_per_env_runner=experiment.num_envs_per_env_runner,
@@ -102,6 +101,11 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             custom_resources_per_env_runner={ENV_RUNNER_SLOT: 1} if res.spread_env_runners else {},
             rollout_fragment_length=algo.num_steps,
             gym_env_vectorize_mode="vector_entry_point",
+            # Two batched pieces in place of RLlib's general pipelines (procgen_rl.connectors).
+            env_to_module_connector=lambda env, spaces, device: FramesToModule(device=device),
+            add_default_connectors_to_env_to_module_pipeline=False,
+            module_to_env_connector=lambda env, spaces: SampleActions(),
+            add_default_connectors_to_module_to_env_pipeline=False,
         )
         .learners(num_learners=res.num_learners, num_gpus_per_learner=learner_gpus(res.learner_device))
         .rl_module(rl_module_spec=RLModuleSpec(

@@ -4,7 +4,9 @@ To add one, drop `models/<name>.py` here defining `MODEL`, an RLlib TorchRLModul
 implements ValueFunctionAPI (PPO, APPO, IMPALA need values) and TargetNetworkAPI (APPO needs
 targets), and whose `_forward_exploration` returns `Columns.VF_PREDS` (PPO's clipped value loss
 needs the values predicted at sampling). It receives `custom_model_config` as its `model_config`
-and uint8 frames (N, C, 64, 64). A model outside this package is named `package.module:ClassName`.
+and uint8 frames (N, C, 64, 64), and keeps no recurrent state: the env runners feed it frames only
+(`procgen_rl.connectors`) and sample actions from its action distribution over
+`Columns.ACTION_DIST_INPUTS`. A model outside this package is named `package.module:ClassName`.
 `check_model` holds every model to this before Ray starts.
 """
 
@@ -42,13 +44,17 @@ def check_model(module_class: Any, model_config: dict, algorithm: str,
     try:
         module = module_class(observation_space=observation_space, action_space=action_space,
                               model_config=model_config)
+        recurrent = module.is_stateful()
         frame = torch.zeros((1, *observation_space.shape), dtype=torch.uint8)
-        out = module.forward_exploration({Columns.OBS: frame})
+        out = {} if recurrent else module.forward_exploration({Columns.OBS: frame})
     except Exception as err:  # a model's own code: any type, one line
         raise ConfigError(f"model.custom_model_config: {name} fails to build or sample with {model_config}: "
                           f"{type(err).__name__}: {err}") from None
     finally:
         deprecations.setLevel(level)
+    if recurrent:
+        raise ConfigError(f"model.custom_model: {name} is recurrent (its get_initial_state is not empty); "
+                          "the env runners feed a model frames only, no state")
     if algorithm == "PPO" and Columns.VF_PREDS not in out:
         raise ConfigError(f"model.custom_model: {name}._forward_exploration must also return Columns.VF_PREDS, "
                           "the values PPO's clipped value loss compares against (see models/impala_cnn.py)")

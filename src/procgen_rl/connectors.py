@@ -1,0 +1,48 @@
+"""The env runners' two connector pieces: frames into the model, actions out to the env.
+
+RLlib's default env-to-module and module-to-env pipelines serve every case: recurrent state and
+time ranks, multi-agent mapping, action unsquashing and clipping, with the data moved one env at
+a time through eleven pieces. A Procgen model is stateless, single-agent and Discrete, so each
+vector step needs two things: the newest frame of every env as one uint8 batch, and actions
+sampled from the model's distribution. These two pieces do only that, batched; on 2 CPU cores
+they cut the connector time of a vector step from 0.8–0.9 to 0.35–0.4 ms at 4 envs and from
+2.9–3.1 to 1.0–1.1 ms at 64 (README, Performance). The learner's pipeline stays RLlib's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+
+
+class FramesToModule(ConnectorV2):
+    """Env to module: each env's newest frame, stacked into one uint8 tensor on the model's device."""
+
+    def __init__(self, *args: Any, device: torch.device | str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device = device
+
+    def __call__(self, *, episodes: list, **kwargs: Any) -> dict[str, torch.Tensor]:
+        frames = torch.from_numpy(np.stack([episode.get_observations(-1) for episode in episodes]))
+        return {Columns.OBS: frames.to(self.device) if self.device is not None else frames}
+
+
+class SampleActions(ConnectorV2):
+    """Module to env: actions and their log-probabilities from the model's own distribution class
+    (greedy when not exploring), every output as a numpy batch the env runner indexes per env."""
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, torch.Tensor], explore: bool | None = None,
+                 **kwargs: Any) -> dict[str, np.ndarray]:
+        if Columns.ACTIONS not in batch:  # a model may sample its own actions, as RLlib allows
+            if explore:
+                dist = rl_module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
+            else:
+                dist = rl_module.get_inference_action_dist_cls().from_logits(
+                    batch[Columns.ACTION_DIST_INPUTS]).to_deterministic()
+            batch[Columns.ACTIONS] = dist.sample()
+            batch[Columns.ACTION_LOGP] = dist.logp(batch[Columns.ACTIONS])
+        return {column: value.cpu().numpy() for column, value in batch.items()}
