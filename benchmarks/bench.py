@@ -3,7 +3,8 @@
     env       the batched Procgen env alone, random actions
     inference the IMPALA-CNN forward alone at the env runner's batch; with env, the sampling ceiling
     lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
-    sampling  RLlib's env runner: env + connectors + IMPALA-CNN inference, no learning
+    sampling  RLlib's env runner: env + connectors + IMPALA-CNN inference, no learning; one vector
+              step split by the runner's own timers
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
 
 Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
@@ -125,20 +126,24 @@ def main() -> None:
 
     config = build_algorithm_config(experiment)
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+    from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_STEP_TIMER, ENV_TO_MODULE_CONNECTOR,
+                                         MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
 
     with Phase() as phase:
         runner = SingleAgentEnvRunner(config=config)
         fragment = num_envs * algo_cfg.num_steps
         sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)
+        # The runner's own per-step timers (moving averages over the last few hundred steps).
+        split_ms = {name: 1e3 * runner.metrics.peek(key) for name, key in (
+            ("env", ENV_STEP_TIMER), ("env-to-module", (ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
+            ("inference", RLMODULE_INFERENCE_TIMER), ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))}
         runner.stop()
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
           f"of the ceiling; one env runner with inference) | {phase}", flush=True)
-    # Per vector step: what the runner spends beyond the env and the forward is RLlib's own work.
-    step_ms = {name: 1e3 * num_envs / rate for name, rate in
-               (("sampling", sample_rate), ("env", env_rate), ("inference", inference_rate))}
-    print(f"          one vector step of {num_envs} envs: {step_ms['sampling']:.2f} ms = env {step_ms['env']:.2f} + "
-          f"inference {step_ms['inference']:.2f} + RLlib's connectors and episodes "
-          f"{step_ms['sampling'] - step_ms['env'] - step_ms['inference']:.2f}", flush=True)
+    step_ms = 1e3 * num_envs / sample_rate
+    print(f"          one vector step of {num_envs} envs: {step_ms:.2f} ms = "
+          + " + ".join(f"{name} {ms:.2f}" for name, ms in split_ms.items())
+          + f" + episodes and the rest {step_ms - sum(split_ms.values()):.2f} (the runner's timers)", flush=True)
 
     init_ray(experiment)
     algo = config.build_algo()

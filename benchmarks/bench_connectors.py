@@ -1,0 +1,61 @@
+"""One env runner's vector step with procgen_rl.connectors against RLlib's default pipelines.
+
+Usage: python benchmarks/bench_connectors.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--rounds 20]
+Builds both env runners of the experiment in this process (the experiment's envs per runner,
+this process's torch threads) and alternates one fragment of `sample()` on each, round by
+round, so that both see the same load; prints the median ms per vector step of each, split
+by the runner's own timers. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.metrics import CONNECTOR_PIPELINE_TIMER, ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR
+
+from procgen_rl.config import load_experiment, parse_set_args
+from procgen_rl.trainer import build_algorithm_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=20, help="fragments sampled by each runner, alternating")
+    args = parser.parse_args()
+
+    experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
+    ours = build_algorithm_config(experiment)
+    # RLlib's pipelines at their fastest for Discrete actions: no unsquashing or clipping.
+    defaults = build_algorithm_config(experiment).environment(normalize_actions=False, clip_actions=False).env_runners(
+        env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
+        module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
+    runners = {"RLlib defaults": SingleAgentEnvRunner(config=defaults), "procgen_rl": SingleAgentEnvRunner(config=ours)}
+    num_envs, fragment = experiment.num_envs_per_env_runner, experiment.num_envs_per_env_runner * experiment.algorithm.num_steps
+    print(f"{experiment.name}: {num_envs} envs per runner, fragments of {fragment} steps, {args.rounds} rounds, "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+
+    step_ms: dict[str, list[float]] = {name: [] for name in runners}
+    connector_ms: dict[str, list[float]] = {name: [] for name in runners}
+    for runner in runners.values():
+        runner.sample(num_timesteps=fragment)  # warm-up
+    for _ in range(args.rounds):
+        for name, runner in runners.items():
+            started = time.perf_counter()
+            steps = sum(len(episode) for episode in runner.sample(num_timesteps=fragment))
+            step_ms[name].append(1e3 * (time.perf_counter() - started) * num_envs / steps)
+            connector_ms[name].append(1e3 * sum(runner.metrics.peek((key, CONNECTOR_PIPELINE_TIMER))
+                                                for key in (ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR)))
+    for name, runner in runners.items():
+        print(f"{name:15s} {statistics.median(step_ms[name]):6.2f} ms per vector step "
+              f"(range {min(step_ms[name]):.2f}-{max(step_ms[name]):.2f}), of which connectors "
+              f"{statistics.median(connector_ms[name]):.2f} ms", flush=True)
+        runner.stop()
+
+
+if __name__ == "__main__":
+    main()
