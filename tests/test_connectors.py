@@ -20,6 +20,26 @@ def runner():
     runner.stop()
 
 
+def test_same_seed_same_samples_as_rllibs_default_pipelines():
+    experiment = load_experiment("experiments/ppo-8m.yaml", parse_set_args(SMALL))
+    rllib_pipelines = build_algorithm_config(experiment).env_runners(
+        env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
+        module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
+    samples = []
+    for config in (build_algorithm_config(experiment), rllib_pipelines):
+        runner = SingleAgentEnvRunner(config=config)  # seeds torch: the same initial weights
+        torch.manual_seed(1)  # the same action samples
+        episodes = runner.sample(num_timesteps=128)
+        runner.stop()
+        samples.append([(episode.get_observations(), episode.get_actions(),
+                         episode.get_extra_model_outputs(Columns.ACTION_LOGP)) for episode in episodes])
+    ours, theirs = samples
+    assert len(ours) == len(theirs)
+    for episode, same_episode in zip(ours, theirs):
+        for column, same_column in zip(episode, same_episode):
+            np.testing.assert_array_equal(column, same_column)
+
+
 def test_exploring_samples_actions_with_their_log_probabilities_and_values(runner):
     episodes = runner.sample(num_timesteps=128, explore=True)
     assert sum(len(episode) for episode in episodes) >= 128
