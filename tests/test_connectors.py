@@ -9,6 +9,8 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.trainer import build_algorithm_config
 
+pytestmark = pytest.mark.slow  # real RLlib env runners with Procgen and torch
+
 SMALL = ["algorithm.num_envs=4", "resources.num_env_runners=1", "model.custom_model_config={depths: [4], hidden: 16}"]
 
 
