@@ -35,7 +35,8 @@ def main() -> None:
         env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
         module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
     runners = {"RLlib defaults": SingleAgentEnvRunner(config=defaults), "procgen_rl": SingleAgentEnvRunner(config=ours)}
-    num_envs, fragment = experiment.num_envs_per_env_runner, experiment.num_envs_per_env_runner * experiment.algorithm.num_steps
+    num_envs = experiment.num_envs_per_env_runner
+    fragment = num_envs * experiment.algorithm.num_steps
     print(f"{experiment.name}: {num_envs} envs per runner, fragments of {fragment} steps, {args.rounds} rounds, "
           f"torch threads {torch.get_num_threads()}", flush=True)
 

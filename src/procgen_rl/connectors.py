@@ -29,7 +29,7 @@ class FramesToModule(ConnectorV2):
 
     def __call__(self, *, episodes: list, **kwargs: Any) -> dict[str, torch.Tensor]:
         frames = torch.from_numpy(np.stack([episode.get_observations(-1) for episode in episodes]))
-        return {Columns.OBS: frames.to(self.device) if self.device is not None else frames}
+        return {Columns.OBS: frames.to(self.device)}  # device None: stays on the CPU
 
 
 class SampleActions(ConnectorV2):
