@@ -16,6 +16,8 @@ PPO = "experiments/ppo-8m.yaml"
     (["train", PPO, "--set", "model.custom_model=resnet"], ["model.custom_model: unknown model 'resnet'", "impala_cnn"]),
     (["train", PPO, "--set", "model.custom_model_config={depths: abc}"],
      ["model.custom_model_config: ImpalaCNN fails to build or sample with {'depths': 'abc'}: TypeError"]),
+    (["train", PPO, "--set", "model.custom_model_config.precision=fp16"],
+     ["model.custom_model_config: ImpalaCNN fails to build or sample", "precision 'fp16' is not one of fp32, bf16"]),
     (["train", PPO, "--backend", "compose", "--set", "model.custom_model_config={hidden: -1}"],
      ["model.custom_model_config: ImpalaCNN fails to build or sample", "negative dimension"]),
     (["train", PPO, "--set", "model.custom_model=procgen_rl.models.impala_cnn:ResidualBlock"],

@@ -2,6 +2,8 @@
 
 Each stack: conv 3x3 -> max-pool 3x3 stride 2 -> two residual blocks (relu, conv, relu, conv).
 Frames arrive as uint8 and are scaled to [0, 1] here, the only place they become float.
+`precision: bf16` runs the encoder under bfloat16 autocast; the heads, the loss and the
+optimizer stay float32.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 
 VALUE_CHUNK = 1024  # frames per no-grad value pass: bounds memory at ~0.3 GB of activations
+PRECISIONS = ("fp32", "bf16")
 
 
 class ResidualBlock(nn.Module):
@@ -53,8 +56,14 @@ def impala_encoder(in_shape: tuple[int, int, int], depths: list[int], hidden: in
 class ImpalaCNNNet(nn.Module):
     """uint8 frames -> (logits, value): the one network of the RLModule and benchmarks/lean_ppo.py."""
 
-    def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, depths: list[int], hidden: int) -> None:
+    def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, depths: list[int], hidden: int,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        # bfloat16 needs no loss scaling (float32's exponent range). Where the hardware has it
+        # (AVX512-BF16 or AMX CPUs, Ampere and later GPUs) the convolutions move half the bytes.
+        self.bf16 = precision == "bf16"
         self.encoder = impala_encoder(obs_shape, depths, hidden)
         self.pi = nn.Linear(hidden, num_actions)
         self.vf = nn.Linear(hidden, 1)
@@ -68,11 +77,13 @@ class ImpalaCNNNet(nn.Module):
     @classmethod
     def from_model_config(cls, obs_shape: tuple[int, int, int], num_actions: int, model_config: dict) -> "ImpalaCNNNet":
         """The network an experiment's `custom_model_config` describes; the paper's sizes where it is silent."""
-        return cls(obs_shape, num_actions, model_config.get("depths", [16, 32, 32]), model_config.get("hidden", 256))
+        return cls(obs_shape, num_actions, model_config.get("depths", [16, 32, 32]), model_config.get("hidden", 256),
+                   model_config.get("precision", "fp32"))
 
     def features(self, obs: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
         frames = obs.contiguous(memory_format=torch.channels_last).float() / 255.0
-        return (encoder or self.encoder)(frames)
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return (encoder or self.encoder)(frames).float()
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(obs)
