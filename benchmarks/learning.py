@@ -99,7 +99,8 @@ def main() -> None:
     lean_csv = args.out / "lean.csv"
     if lean_csv.exists():  # after a change to the harness alone, one run instead of two
         print(f"lean PPO: reusing {lean_csv}", flush=True)
-        curves["lean PPO"], runs = read_lean_csv(lean_csv), runs[1:]
+        # Named as reused: the plot's title gives this run's overrides, which it may not have had.
+        curves[f"lean PPO (reused {lean_csv.name})"], runs = read_lean_csv(lean_csv), runs[1:]
     for label, run in runs:
         started = time.perf_counter()
         curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
