@@ -67,7 +67,7 @@ def main() -> None:
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.envs import ProcgenVectorEnv
     from procgen_rl.models.impala_cnn import ImpalaCNNNet
-    from procgen_rl.trainer import build_algorithm_config, init_ray
+    from procgen_rl.trainer import build_algorithm_config, init_ray, sampled
 
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
     algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
@@ -166,8 +166,7 @@ def main() -> None:
         started, updates = time.perf_counter(), len(learner_s)
         result = algo.train()
         took, learned = time.perf_counter() - started, sum(learner_s[updates:])
-        # Counted as the trainer counts: an asynchronous (APPO) iteration may return no samples.
-        return (int(result.get("env_runners", {}).get("num_env_steps_sampled", 0)),
+        return (sampled(result, "num_env_steps_sampled"),  # as the trainer counts: APPO may have none
                 f"learner {learned:.0f} s in {len(learner_s) - updates} update call(s), "
                 f"sampling and the rest {took - learned:.0f} s")
 

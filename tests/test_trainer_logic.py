@@ -6,7 +6,7 @@ import pytest
 
 from procgen_rl.config import load_experiment
 from procgen_rl.run_dir import TrainState
-from procgen_rl.trainer import eta_seconds, rllib_training_args, stop_reason
+from procgen_rl.trainer import eta_seconds, rllib_training_args, sampled, stop_reason
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,3 +54,13 @@ def test_paper_names_map_to_rllib_arguments():
     assert args["vf_loss_coeff"] == 0.5  # on 0.5 x squared error, in our PPO loss as in APPO's
     split = rllib_training_args(experiment(**{"resources.num_learners": 2}))
     assert split["train_batch_size_per_learner"] == 8192 and split["minibatch_size"] == 1024
+
+
+@pytest.mark.parametrize("env_runners, expected", [
+    ({"num_env_steps_sampled": 16435, "num_episodes": 13.0}, (16435, 13)),
+    ({}, (0, 0)),  # an asynchronous (APPO) iteration before any samples arrived
+    ({"num_env_steps_sampled": float("nan"), "num_episodes": float("nan")}, (0, 0)),  # none this iteration
+])
+def test_an_iteration_without_samples_counts_zero(env_runners, expected):
+    result = {"env_runners": env_runners}
+    assert (sampled(result, "num_env_steps_sampled"), sampled(result, "num_episodes")) == expected

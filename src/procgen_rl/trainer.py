@@ -135,6 +135,14 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     return config
 
 
+def sampled(result: dict, key: str) -> int:
+    """An iteration's env-runner count (`num_env_steps_sampled`, `num_episodes`). An asynchronous
+    (APPO) iteration may end before samples arrive: RLlib then omits the key, or reports NaN once
+    earlier iterations had samples. Both count as 0."""
+    value = first_number(result.get("env_runners", {}).get(key))
+    return 0 if math.isnan(value) else int(value)
+
+
 def iteration_metrics(result: dict, state: TrainState, experiment: Experiment, seconds: float,
                       steps: int) -> dict[str, float]:
     runners = result.get("env_runners", {})
@@ -292,12 +300,12 @@ def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: 
                 started = time.time()
                 result = algo.train()
                 seconds = time.time() - started
-                runners = result.get("env_runners", {})  # async APPO: an iteration may have no samples yet
-                steps = int(runners.get("num_env_steps_sampled", 0))
+                runners = result.get("env_runners", {})
+                steps = sampled(result, "num_env_steps_sampled")
                 state.iteration += 1
                 state.timesteps_total += steps
                 state.time_total_s += seconds
-                state.episodes_total += int(runners.get("num_episodes", 0))
+                state.episodes_total += sampled(result, "num_episodes")
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
                 reporter.report(metrics, experiment.stop.timesteps_total,
                                 eta_seconds(experiment, state, metrics["steps_per_s"]))
