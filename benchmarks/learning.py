@@ -19,6 +19,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
     for label, curve in curves.items():
         ax.plot([s for s, _ in curve], [r for _, r in curve], marker=".", label=label)
     ax.set(xlabel="env steps", ylabel="mean return (last 100 episodes)")
-    ax.set_title(title, fontsize="small")
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize="small")  # long --set lists wrap
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
