@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from procgen_rl.config import load_experiment
@@ -58,6 +59,7 @@ def test_paper_names_map_to_rllib_arguments():
 
 @pytest.mark.parametrize("env_runners, expected", [
     ({"num_env_steps_sampled": 16435, "num_episodes": 13.0}, (16435, 13)),
+    ({"num_env_steps_sampled": np.int64(1024), "num_episodes": np.int64(2)}, (1024, 2)),  # from remote runners
     ({}, (0, 0)),  # an asynchronous (APPO) iteration before any samples arrived
     ({"num_env_steps_sampled": float("nan"), "num_episodes": float("nan")}, (0, 0)),  # none this iteration
 ])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -110,8 +111,9 @@ class Reporter:
 
 
 def first_number(*candidates: Any) -> float:
-    """The first candidate that is a real number, else NaN (RLlib omits keys it has no data for)."""
+    """The first candidate that is a real number, else NaN (RLlib omits keys it has no data for).
+    numpy scalars count: results gathered from remote env runners carry numpy.int64 counts."""
     for value in candidates:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
     return math.nan
