@@ -2,7 +2,7 @@
 
 RLlib 2.60's IMPALA/APPO learner trains in a daemon thread (`_LearnerThread`). Its `shutdown`
 asks that thread to stop and waits 5 s for it, less than one update on a CPU: a 16,384-frame
-APPO batch takes ~10 s with a small IMPALA-CNN on 2 cores, ~40 s with the paper's. The
+APPO batch takes ~10 s with a small IMPALA-CNN on 2 cores, ~45 s with the paper's. The
 interpreter then exits while torch computes in that thread, the thread is torn down inside a
 C++ frame, and Ray's terminate handler aborts the process: exit 134 (SIGABRT) after a run that
 had stopped cleanly and saved its checkpoint. Here `shutdown` waits for the update in progress.

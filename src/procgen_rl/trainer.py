@@ -118,10 +118,10 @@ def build_algorithm_config(experiment: Experiment) -> Any:
 
         config.learners(learner_class=ProcgenPPOLearner)  # exactly update_epochs x num_minibatches steps
     elif algo.name in ("APPO", "IMPALA"):
-        from procgen_rl import async_learners
+        from procgen_rl.async_learners import ProcgenAPPOLearner, ProcgenIMPALALearner
 
         # RLlib's learner, with a shutdown that lets a run exit 0 (procgen_rl.async_learners)
-        config.learners(learner_class=getattr(async_learners, f"Procgen{algo.name}Learner"))
+        config.learners(learner_class={"APPO": ProcgenAPPOLearner, "IMPALA": ProcgenIMPALALearner}[algo.name])
     accepted = _accepted_training_args(config)
     config.training(**{k: v for k, v in rllib_training_args(experiment).items() if k in accepted})
     for section, kwargs in algo.rllib.items():
