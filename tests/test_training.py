@@ -124,11 +124,13 @@ def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):
     assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file()
 
 
-def test_appo_example_trains(tmp_path):
-    # APPO samples asynchronously: an iteration may end before any samples arrived, so stop on steps.
-    # A 4,096-frame update of the paper's network outlasts the 5 s RLlib's shutdown waits for its
-    # learner thread on a CPU: the run must still exit 0 (procgen_rl.async_learners), not abort.
-    result = run_cli("train", "experiments/appo-8m.yaml", "--run-dir", str(tmp_path / "appo"),
+@pytest.mark.parametrize("algorithm", [[], ["--set", "algorithm.name=IMPALA", "--set", "algorithm.rllib={}"]],
+                         ids=["APPO", "IMPALA"])
+def test_asynchronous_algorithms_train(tmp_path, algorithm):
+    # APPO and IMPALA sample asynchronously: an iteration may end before any samples arrived, so
+    # stop on steps. A 4,096-frame update of the paper's network outlasts the 5 s RLlib's shutdown
+    # waits for its learner thread on a CPU: the run must still exit 0 (procgen_rl.async_learners).
+    result = run_cli("train", "experiments/appo-8m.yaml", "--run-dir", str(tmp_path / "run"), *algorithm,
                      "--set", "algorithm.num_envs=64", "--set", "algorithm.num_steps=64",
                      "--set", "stop.timesteps_total=4096")
     assert result.returncode == 0, result.stderr[-3000:]
