@@ -269,6 +269,8 @@ def run_train(args: argparse.Namespace) -> None:
 
 def print_summary(run: RunDir, experiment: Experiment, backend: str) -> None:
     """Where the results are and how to go on, from the run's stopped.json (any backend)."""
+    from procgen_rl.reporting import format_duration
+
     stopped = json.loads(run.stopped_path.read_text())
     iterations = stopped["iteration"]
     print(f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
@@ -281,7 +283,7 @@ def print_summary(run: RunDir, experiment: Experiment, backend: str) -> None:
     if stopped["stop_reason"] == "timesteps_total" or not budget:
         return
     rate = stopped["timesteps_total"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
-    left = f", about {(budget - stopped['timesteps_total']) / rate / 3600:.1f} h more at {rate:.0f} steps/s" if rate else ""
+    left = f", about {format_duration((budget - stopped['timesteps_total']) / rate)} more at {rate:,.0f} steps/s" if rate else ""
     on = " --backend compose" if backend == "compose" else ""
     print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0{on} (to {budget:,} steps{left})")
     if os.environ.get("MAKELEVEL"):
