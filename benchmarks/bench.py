@@ -1,10 +1,11 @@
 """Throughput of an experiment on this machine, in env steps per second, measured in one run.
 
     env       the batched Procgen env alone, random actions
-    inference the IMPALA-CNN forward alone at the env runner's batch; with env, the sampling ceiling
+    inference the IMPALA-CNN forward alone at the env runners' batch, on their device; with env,
+              the sampling ceiling
     lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
-    sampling  RLlib's env runner: env + connectors + IMPALA-CNN inference, no learning; one vector
-              step split by the runner's own timers
+    sampling  RLlib's local env runner (on the CPU): env + connectors + IMPALA-CNN inference, no
+              learning; one vector step split by the runner's own timers
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
 
 Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
@@ -94,20 +95,25 @@ def main() -> None:
         env.close()
     print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
 
+    config = build_algorithm_config(experiment)
+    # Where the remote env runners infer: a GPU when the experiment gives them a share of one.
+    runner_device = torch.device("cuda" if config.num_gpus_per_env_runner > 0 and torch.cuda.is_available() else "cpu")
     with Phase() as phase:
         net = ImpalaCNNNet.from_model_config(env.single_observation_space.shape, int(env.single_action_space.n),
-                                             experiment.model.custom_model_config)
+                                             experiment.model.custom_model_config).to(runner_device)
         frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
 
         def inference_step() -> int:
             with torch.no_grad():
-                net(frames)
+                logits, _ = net(frames.to(runner_device))  # the frames come from the env, on the CPU
+                logits.cpu()  # and the actions go back to it: on a GPU this waits for the forward
             return num_envs
 
         inference_rate = timed_rate(inference_step, args.seconds)
     # Sampling alternates env steps and forward passes, so its ceiling is the two rates in series.
     sampling_bound = 1.0 / (1.0 / env_rate + 1.0 / inference_rate)
-    print(f"inference {inference_rate:10.0f} frames/s (the network's forward alone, batch {num_envs}); env + inference "
+    print(f"inference {inference_rate:10.0f} frames/s (the network's forward alone on the runners' device, "
+          f"{runner_device.type}, batch {num_envs}, frames in and logits out); env + inference "
           f"in series: {sampling_bound:.0f} steps/s, the sampling ceiling | {phase}", flush=True)
 
     lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
@@ -136,7 +142,6 @@ def main() -> None:
     print(f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
           f"| {lean_warmup}", flush=True)
 
-    config = build_algorithm_config(experiment)
     from ray.rllib.algorithms.impala import IMPALAConfig
 
     # IMPALA's and APPO's runners finish their sample requests between algo.train() calls, and
@@ -153,7 +158,8 @@ def main() -> None:
                                          MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
 
     with Phase() as phase:
-        runner = SingleAgentEnvRunner(config=config)
+        runner = SingleAgentEnvRunner(config=config)  # RLlib's local runner (index 0): RLlib keeps it on the CPU
+        sampling_device = next(runner.module.parameters()).device.type
         fragment = num_envs * algo_cfg.num_steps
         sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)
         # The runner's own per-step timers (moving averages over the last few hundred steps).
@@ -162,7 +168,7 @@ def main() -> None:
             ("inference", RLMODULE_INFERENCE_TIMER), ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))}
         runner.stop()
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
-          f"of the ceiling; one env runner with inference) | {phase}", flush=True)
+          f"of the ceiling; one env runner with inference on {sampling_device}) | {phase}", flush=True)
     step_ms = 1e3 * num_envs / sample_rate
     print(f"          one vector step of {num_envs} envs: {step_ms:.2f} ms = "
           + " + ".join(f"{name} {ms:.2f}" for name, ms in split_ms.items())
