@@ -7,6 +7,7 @@
     sampling  RLlib's local env runner (on the CPU): env + connectors + IMPALA-CNN inference, no
               learning; one vector step split by the runner's own timers
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
+              and the remote env runners' own step timers from the last iteration
 
 Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
 Prints figures, the harness/lean ratio and each phase's peak RSS and load average; asserts
@@ -18,6 +19,7 @@ asynchronous harness (APPO, IMPALA) is timed after the lean PPO, its iterations 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import subprocess
@@ -154,8 +156,13 @@ def main() -> None:
             timed_iteration(i, "lean", lean_iteration)
 
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
-    from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_STEP_TIMER, ENV_TO_MODULE_CONNECTOR,
-                                         MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
+    from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_RUNNER_RESULTS, ENV_STEP_TIMER,
+                                         ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
+
+    # One vector step's parts by RLlib's own per-step timers (moving averages, in seconds).
+    step_timers = (("env", (ENV_STEP_TIMER,)), ("env-to-module", (ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
+                   ("inference", (RLMODULE_INFERENCE_TIMER,)),
+                   ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))
 
     with Phase() as phase:
         runner = SingleAgentEnvRunner(config=config)  # RLlib's local runner (index 0): RLlib keeps it on the CPU
@@ -163,9 +170,7 @@ def main() -> None:
         fragment = num_envs * algo_cfg.num_steps
         sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)
         # The runner's own per-step timers (moving averages over the last few hundred steps).
-        split_ms = {name: 1e3 * runner.metrics.peek(key) for name, key in (
-            ("env", ENV_STEP_TIMER), ("env-to-module", (ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
-            ("inference", RLMODULE_INFERENCE_TIMER), ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))}
+        split_ms = {name: 1e3 * runner.metrics.peek(key) for name, key in step_timers}
         runner.stop()
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
           f"of the ceiling; one env runner with inference on {sampling_device}) | {phase}", flush=True)
@@ -191,9 +196,12 @@ def main() -> None:
 
     algo.learner_group.update = timed_learner_update
 
+    last_result: dict = {}
+
     def harness_iteration() -> tuple[int, str]:
         started, updates = time.perf_counter(), len(learner_s)
         result = algo.train()
+        last_result.update(result)
         took, learned = time.perf_counter() - started, sum(learner_s[updates:])
         return (sampled(result, "num_env_steps_sampled"),  # as the trainer counts: APPO may have none
                 f"learner {learned:.0f} s in {len(learner_s) - updates} update call(s), "
@@ -211,6 +219,13 @@ def main() -> None:
             timed_iteration(i, "lean", lean_iteration)
         timed_iteration(i, "harness", harness_iteration)
     records.close()  # closes its envs
+    runners = last_result.get(ENV_RUNNER_RESULTS, {})
+    if experiment.resources.num_env_runners and ENV_STEP_TIMER in runners:
+        # The remote runners' own timers, reported with the last iteration: their real device and load.
+        remote_ms = {name: 1e3 * functools.reduce(dict.__getitem__, key, runners) for name, key in step_timers}
+        print(f"          the remote runners' vector step (on {runner_device.type}, mean over runners): "
+              + " + ".join(f"{name} {ms:.2f}" for name, ms in remote_ms.items())
+              + f" = {sum(remote_ms.values()):.2f} ms, episodes and the rest not included", flush=True)
     algo.stop()
     lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
     rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
