@@ -1,4 +1,5 @@
-"""RLlib's IMPALA and APPO learners, made to finish their update before the process exits.
+"""RLlib's IMPALA and APPO learners, made to finish their update before the process exits, and
+APPO's target network made to follow the trained one at the rate its setting names.
 
 RLlib 2.60's IMPALA/APPO learner trains in a daemon thread (`_LearnerThread`). Its `shutdown`
 asks that thread to stop and waits 5 s for it, less than one update on a CPU: a 16,384-frame
@@ -6,12 +7,25 @@ APPO batch takes ~10 s with a small IMPALA-CNN on 2 cores, ~45 s with the paper'
 interpreter then exits while torch computes in that thread, the thread is torn down inside a
 C++ frame, and Ray's terminate handler aborts the process: exit 134 (SIGABRT) after a run that
 had stopped cleanly and saved its checkpoint. Here `shutdown` waits for the update in progress.
+
+APPO updates its target network (the "old policy" the surrogate clips against) once
+`target_network_update_freq x N x K x train batch` env steps have been trained since the last
+update (N x K: its circular buffer), that is every `freq x N x K` passes over a train batch,
+as RLlib documents it. The count it compares, `timesteps[NUM_ENV_STEPS_TRAINED_LIFETIME]`, is
+the driver's: taken when it hands a batch over, from learner results it has received so far,
+carried unchanged by the circular buffer's replays, and adding the whole batch per minibatch
+(a 16,384-frame pass in 5 minibatches adds 82,560). With appo-8m's setting of one pass, the target moved
+4 times in 9 passes (2 cores, small IMPALA-CNN), and never in 2 passes over small batches.
+`ProcgenAPPOLearner` counts its own passes, so the target follows as configured.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED_LIFETIME
 
 
 class FinishUpdateOnShutdown:
@@ -25,7 +39,13 @@ class FinishUpdateOnShutdown:
 
 
 class ProcgenAPPOLearner(FinishUpdateOnShutdown, APPOTorchLearner):
-    """APPOTorchLearner whose shutdown waits for its update thread."""
+    """APPOTorchLearner whose target network update counts the batches this learner trained."""
+
+    frames_trained = 0  # train batches passed over (replays included) x their size
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        self.frames_trained += self.config.train_batch_size_per_learner
+        super().after_gradient_based_update(timesteps=timesteps | {NUM_ENV_STEPS_TRAINED_LIFETIME: self.frames_trained})
 
 
 class ProcgenIMPALALearner(FinishUpdateOnShutdown, IMPALATorchLearner):
