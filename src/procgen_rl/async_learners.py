@@ -14,8 +14,9 @@ update (N x K: its circular buffer), that is every `freq x N x K` passes over a 
 as RLlib documents it. The count it compares, `timesteps[NUM_ENV_STEPS_TRAINED_LIFETIME]`, is
 the driver's: taken when it hands a batch over, from learner results it has received so far,
 carried unchanged by the circular buffer's replays, and adding the whole batch per minibatch
-(a 16,384-frame pass in 5 minibatches adds 82,560). With appo-8m's setting of one pass, the target moved
-4 times in 9 passes (2 cores, small IMPALA-CNN), and never in 2 passes over small batches.
+(a 16,384-frame pass in 5 minibatches adds 82,560). With appo-8m's setting of one pass, the
+target moved 4 times in 9 passes (2 cores, small IMPALA-CNN), and never in 2 passes over
+small batches.
 `ProcgenAPPOLearner` counts its own passes, so the target follows as configured.
 """
 
