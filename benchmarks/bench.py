@@ -1,8 +1,8 @@
 """Throughput of an experiment on this machine, in env steps per second, measured in one run.
 
     env       the batched Procgen env alone, random actions
-    inference the IMPALA-CNN forward alone at the env runners' batch, on their device; with env,
-              the sampling ceiling
+    inference the IMPALA-CNN forward alone at the env runners' batch, on their device (on a GPU
+              as a CUDA graph, as they run it); with env, the sampling ceiling
     lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
     sampling  RLlib's local env runner (on the CPU): env + connectors + IMPALA-CNN inference, no
               learning; one vector step split by the runner's own timers
@@ -70,7 +70,7 @@ def main() -> None:
     from lean_ppo import Args, train
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.envs import ProcgenVectorEnv
-    from procgen_rl.models.impala_cnn import ImpalaCNNNet
+    from procgen_rl.models.impala_cnn import CUDAGraphForward, ImpalaCNNNet
     from procgen_rl.trainer import build_algorithm_config, init_ray, sampled
 
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
@@ -103,11 +103,12 @@ def main() -> None:
     with Phase() as phase:
         net = ImpalaCNNNet.from_model_config(env.single_observation_space.shape, int(env.single_action_space.n),
                                              experiment.model.custom_model_config).to(runner_device)
+        forward = CUDAGraphForward(net) if runner_device.type == "cuda" else net  # as the runners run it
         frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
 
         def inference_step() -> int:
             with torch.no_grad():
-                logits, _ = net(frames.to(runner_device))  # the frames come from the env, on the CPU
+                logits, _ = forward(frames.to(runner_device))  # the frames come from the env, on the CPU
                 logits.cpu()  # and the actions go back to it: on a GPU this waits for the forward
             return num_envs
 

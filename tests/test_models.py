@@ -1,17 +1,18 @@
-"""ImpalaCNNNet's precision option: bfloat16 inside the encoder, float32 everywhere it leaves."""
+"""ImpalaCNNNet's precision option (bfloat16 inside the encoder, float32 everywhere it leaves) and
+the env runners' CUDA-graph forward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from procgen_rl.models.impala_cnn import ImpalaCNNNet
+from procgen_rl.models.impala_cnn import CUDAGraphForward, ImpalaCNNNet
 
 SHAPE, ACTIONS = (3, 64, 64), 15
 
 
-def net(precision: str) -> ImpalaCNNNet:
-    torch.manual_seed(0)  # the same weights for each precision
+def net(precision: str, seed: int = 0) -> ImpalaCNNNet:
+    torch.manual_seed(seed)  # the same weights for each precision
     return ImpalaCNNNet(SHAPE, ACTIONS, depths=[8, 16], hidden=32, precision=precision)
 
 
@@ -39,3 +40,14 @@ def test_bf16_gradients_reach_every_parameter_as_float32():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision 'fp16' is not one of fp32, bf16"):
         net("fp16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (CI has none)")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_forward_equals_eager_and_follows_weight_syncs(precision):
+    model, synced = net(precision).cuda(), net(precision, seed=1).cuda()
+    graphed, obs = CUDAGraphForward(model), frames().cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(graphed(obs), model(obs), rtol=0, atol=0)  # the same kernels
+        model.load_state_dict(synced.state_dict())  # how RLlib syncs an env runner's weights
+        torch.testing.assert_close(graphed(obs), synced(obs), rtol=0, atol=0)
