@@ -100,10 +100,10 @@ class CUDAGraphForward:
     """A network's forward without gradients, replayed as one CUDA graph per input shape.
 
     At an env runner's batch (16 frames) the IMPALA-CNN's forward is some 40 small kernels, and
-    launching them one by one from Python costs more than running them: on an H200 the runners'
-    inference took ~4 ms a vector step. A graph launches them all at once. Replays read the
-    parameters where they are, and RLlib's weight sync copies into them in place
-    (`load_state_dict`), so every replay uses the newest weights.
+    launching them one by one from Python costs more than running them: on an H200 four runners'
+    inference took 2.4-2.7 ms a vector step, 0.5 ms as a graph. A graph launches them all at once.
+    Replays read the parameters where they are, and RLlib's weight sync copies into them in
+    place (`load_state_dict`), so every replay uses the newest weights.
     """
 
     def __init__(self, net: nn.Module) -> None:
