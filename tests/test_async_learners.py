@@ -7,9 +7,9 @@ import pytest
 
 @pytest.mark.slow
 def test_appo_target_network_follows_after_every_trained_batch(monkeypatch):
-    # appo-8m.yaml's target_network_update_freq of 1/16 is one batch in RLlib's units (N x K = 8 x 2
+    # appo-8m.yaml's target_network_update_freq of 1/8 is one batch in RLlib's units (N x K = 8 x 1
     # batches): the target, the policy the surrogate clips against, must move after every pass
-    # over a train batch, replays by the circular buffer included.
+    # over a train batch, replays by the circular buffer (if K > 1) included.
     import ray
     from ray.rllib.algorithms.appo import appo_learner
 
