@@ -103,7 +103,7 @@ def main() -> None:
     with Phase() as phase:
         net = ImpalaCNNNet.from_model_config(env.single_observation_space.shape, int(env.single_action_space.n),
                                              experiment.model.custom_model_config).to(runner_device)
-        forward = CUDAGraphForward(net) if runner_device.type == "cuda" else net  # as the runners run it
+        forward = CUDAGraphForward(net)  # as the runners run it: a CUDA graph on a GPU
         frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
 
         def inference_step() -> int:

@@ -42,6 +42,12 @@ def test_unknown_precision_is_refused():
         net("fp16")
 
 
+def test_graph_forward_runs_frames_on_the_cpu_as_the_plain_forward():
+    model = net("fp32")
+    with torch.no_grad():
+        torch.testing.assert_close(CUDAGraphForward(model)(frames()), model(frames()), rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (CI has none)")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_graph_forward_equals_eager_and_follows_weight_syncs(precision):

@@ -97,7 +97,8 @@ class ImpalaCNNNet(nn.Module):
 
 
 class CUDAGraphForward:
-    """A network's forward without gradients, replayed as one CUDA graph per input shape.
+    """A network's forward without gradients, replayed as one CUDA graph per input shape on a GPU;
+    frames on the CPU run the plain forward.
 
     At an env runner's batch (16 frames) the IMPALA-CNN's forward is some 40 small kernels, and
     launching them one by one from Python costs more than running them: on an H200 four runners'
@@ -112,6 +113,8 @@ class CUDAGraphForward:
 
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not obs.is_cuda:
+            return self.net(obs)
         if obs.shape not in self.graphs:
             self.graphs[obs.shape] = self._capture(obs)
         graph, static_obs, static_out = self.graphs[obs.shape]
@@ -138,16 +141,14 @@ class ImpalaCNN(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
 
     def setup(self) -> None:
         self.net = ImpalaCNNNet.from_model_config(self.observation_space.shape, self.action_space.n, self.model_config)
-        self._graphed_net = CUDAGraphForward(self.net)  # used only where the frames are on a GPU
+        self._graphed_net = CUDAGraphForward(self.net)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.net.pi(self.net.features(batch[Columns.OBS]))}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Sampling also keeps the values (one more linear layer): GAE then skips its own pass."""
-        obs = batch[Columns.OBS]
-        with torch.no_grad():
-            logits, values = self._graphed_net(obs) if obs.is_cuda else self.net(obs)
+        logits, values = self._graphed_net(batch[Columns.OBS])
         return {Columns.ACTION_DIST_INPUTS: logits, Columns.VF_PREDS: values}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
