@@ -4,7 +4,7 @@
     inference the IMPALA-CNN forward alone at the env runners' batch, on their device (on a GPU
               as a CUDA graph, as they run it); with env, the sampling ceiling
     lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
-    sampling  RLlib's local env runner (on the CPU): env + connectors + IMPALA-CNN inference, no
+    sampling  the local env runner (procgen_rl.env_runner, on the CPU): env + IMPALA-CNN inference, no
               learning; one vector step split by the runner's own timers
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
               and the remote env runners' own step timers from the last iteration
@@ -156,7 +156,6 @@ def main() -> None:
         for i in range(args.iterations):
             timed_iteration(i, "lean", lean_iteration)
 
-    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
     from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_RUNNER_RESULTS, ENV_STEP_TIMER,
                                          ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
 
@@ -166,7 +165,7 @@ def main() -> None:
                    ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))
 
     with Phase() as phase:
-        runner = SingleAgentEnvRunner(config=config)  # RLlib's local runner (index 0): RLlib keeps it on the CPU
+        runner = config.env_runner_cls(config=config)  # as RLlib's local runner (index 0): RLlib keeps it on the CPU
         sampling_device = next(runner.module.parameters()).device.type
         fragment = num_envs * algo_cfg.num_steps
         sample_rate = timed_rate(lambda: sum(len(e) for e in runner.sample(num_timesteps=fragment)), args.seconds)

@@ -16,8 +16,8 @@ SMALL = ["algorithm.num_envs=4", "resources.num_env_runners=1", "model.custom_mo
 
 @pytest.fixture(scope="module")
 def runner():
-    experiment = load_experiment("experiments/ppo-8m.yaml", parse_set_args(SMALL))
-    runner = SingleAgentEnvRunner(config=build_algorithm_config(experiment))
+    config = build_algorithm_config(load_experiment("experiments/ppo-8m.yaml", parse_set_args(SMALL)))
+    runner = config.env_runner_cls(config=config)  # the runner training uses: its loop and these pieces
     yield runner
     runner.stop()
 

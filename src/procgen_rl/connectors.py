@@ -6,8 +6,10 @@ a time through eleven pieces. A Procgen model is stateless, single-agent and Dis
 vector step needs two things: the newest frame of every env as one uint8 batch, and actions
 sampled from the model's distribution. These two pieces do only that, batched, and sample
 exactly what RLlib's pipelines sample; on 2 CPU cores they cut the connector time of a vector step
-from 0.70 to 0.33 ms at 4 envs and from 1.78 to 0.86 ms at 64 (`benchmarks/bench_connectors.py`,
-README Performance). The learner's pipeline stays RLlib's.
+from 0.70 to 0.33 ms at 4 envs and from 1.78 to 0.86 ms at 64 (`benchmarks/bench_env_runner.py`,
+README Performance). The learner's pipeline stays RLlib's. `procgen_rl.env_runner` samples its
+fragments without the pipelines: it hands the env's frames to the model itself and calls
+`sample_actions`; the pieces serve the first frames after a reset and whole-episode sampling.
 """
 
 from __future__ import annotations
@@ -32,18 +34,25 @@ class FramesToModule(ConnectorV2):
         return {Columns.OBS: frames.to(self.device)}  # device None: stays on the CPU
 
 
+def sample_actions(rl_module: Any, outputs: dict[str, torch.Tensor], explore: bool | None) -> dict[str, np.ndarray]:
+    """Actions and their log-probabilities from the model's own distribution class (greedy when
+    not exploring), every output as a numpy batch. The outputs come to the CPU first: on a GPU
+    that is one wait for the forward instead of one per sampling kernel and per output."""
+    outputs = {column: value.cpu() for column, value in outputs.items()}
+    if Columns.ACTIONS not in outputs:  # a model may sample its own actions, as RLlib allows
+        if explore:
+            dist = rl_module.get_exploration_action_dist_cls().from_logits(outputs[Columns.ACTION_DIST_INPUTS])
+        else:
+            dist = rl_module.get_inference_action_dist_cls().from_logits(
+                outputs[Columns.ACTION_DIST_INPUTS]).to_deterministic()
+        outputs[Columns.ACTIONS] = dist.sample()
+        outputs[Columns.ACTION_LOGP] = dist.logp(outputs[Columns.ACTIONS])
+    return {column: value.numpy() for column, value in outputs.items()}
+
+
 class SampleActions(ConnectorV2):
-    """Module to env: actions and their log-probabilities from the model's own distribution class
-    (greedy when not exploring), every output as a numpy batch the env runner indexes per env."""
+    """Module to env: `sample_actions`, for the batch the env runner indexes per env."""
 
     def __call__(self, *, rl_module: Any, batch: dict[str, torch.Tensor], explore: bool | None = None,
                  **kwargs: Any) -> dict[str, np.ndarray]:
-        if Columns.ACTIONS not in batch:  # a model may sample its own actions, as RLlib allows
-            if explore:
-                dist = rl_module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
-            else:
-                dist = rl_module.get_inference_action_dist_cls().from_logits(
-                    batch[Columns.ACTION_DIST_INPUTS]).to_deterministic()
-            batch[Columns.ACTIONS] = dist.sample()
-            batch[Columns.ACTION_LOGP] = dist.logp(batch[Columns.ACTIONS])
-        return {column: value.cpu().numpy() for column, value in batch.items()}
+        return sample_actions(rl_module, batch, explore)

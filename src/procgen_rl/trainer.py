@@ -78,6 +78,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     from ray.tune.registry import register_env
 
     from procgen_rl.connectors import FramesToModule, SampleActions
+    from procgen_rl.env_runner import ProcgenEnvRunner
     from procgen_rl.envs import ENV_NAME, ProcgenVectorEnv, make_rllib_env, rllib_env_config
     from procgen_rl.models import check_model
 
@@ -101,6 +102,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             custom_resources_per_env_runner={ENV_RUNNER_SLOT: 1} if res.spread_env_runners else {},
             rollout_fragment_length=algo.num_steps,
             gym_env_vectorize_mode="vector_entry_point",
+            env_runner_cls=ProcgenEnvRunner,  # a leaner sampling loop (procgen_rl.env_runner)
             # Two batched pieces in place of RLlib's general pipelines (procgen_rl.connectors).
             env_to_module_connector=lambda env, spaces, device: FramesToModule(device=device),
             add_default_connectors_to_env_to_module_pipeline=False,

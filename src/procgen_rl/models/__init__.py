@@ -5,7 +5,7 @@ implements ValueFunctionAPI (PPO, APPO, IMPALA need values) and TargetNetworkAPI
 targets), and whose `_forward_exploration` returns `Columns.VF_PREDS` (PPO's clipped value loss
 needs the values predicted at sampling). It receives `custom_model_config` as its `model_config`
 and uint8 frames (N, C, 64, 64), and keeps no recurrent state: the env runners feed it frames only
-(`procgen_rl.connectors`) and sample actions from its action distribution over
+(`procgen_rl.env_runner`) and sample actions from its action distribution over
 `Columns.ACTION_DIST_INPUTS`. A model outside this package is named `package.module:ClassName`.
 `check_model` holds every model to this before Ray starts.
 """

@@ -1,10 +1,11 @@
-"""One env runner's vector step with procgen_rl.connectors against RLlib's default pipelines.
+"""One env runner's vector step: procgen_rl's env runner, RLlib's with procgen_rl's connector
+pieces, and RLlib's with its default pipelines.
 
-Usage: python benchmarks/bench_connectors.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--rounds 20]
-Builds both env runners of the experiment in this process (the experiment's envs per runner,
-this process's torch threads) and alternates one fragment of `sample()` on each, round by
-round, so that both see the same load; prints the median ms per vector step of each, split
-by the runner's own timers. Asserts nothing.
+Usage: python benchmarks/bench_env_runner.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--rounds 20]
+Builds the three env runners of the experiment in this process (the experiment's envs per
+runner, this process's torch threads) and alternates one fragment of `sample()` on each, round
+by round, so that all see the same load; prints the median ms per vector step of each and the
+connectors' share by the runner's own timers. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def main() -> None:
     defaults = build_algorithm_config(experiment).environment(normalize_actions=False, clip_actions=False).env_runners(
         env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
         module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
-    runners = {"RLlib defaults": SingleAgentEnvRunner(config=defaults), "procgen_rl": SingleAgentEnvRunner(config=ours)}
+    runners = {"RLlib defaults": SingleAgentEnvRunner(config=defaults),
+               "RLlib + pieces": SingleAgentEnvRunner(config=ours),
+               "procgen_rl": ours.env_runner_cls(config=ours)}
     num_envs = experiment.num_envs_per_env_runner
     fragment = num_envs * experiment.algorithm.num_steps
     print(f"{experiment.name}: {num_envs} envs per runner, fragments of {fragment} steps, {args.rounds} rounds, "
