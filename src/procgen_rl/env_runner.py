@@ -11,7 +11,8 @@ no callback implements are skipped. The episodes are RLlib's own, filled by thei
 `add_env_reset`/`add_env_step` in RLlib's order, so with the same seed the samples are
 identical to RLlib's runner's (`tests/test_env_runner.py`). On 2 CPU cores with a one-stack
 network this took a vector step from 2.94 to 2.57 ms at 4 envs and from 7.14 to 6.33 ms at 16
-(`benchmarks/bench_env_runner.py`, README Performance). Sampling whole episodes (`num_episodes`) or random actions stays RLlib's.
+(`benchmarks/bench_env_runner.py`, README Performance). Sampling whole episodes or random
+actions stays RLlib's loop.
 """
 
 from __future__ import annotations
