@@ -36,8 +36,9 @@ class FramesToModule(ConnectorV2):
 
 def sample_actions(rl_module: Any, outputs: dict[str, torch.Tensor], explore: bool | None) -> dict[str, np.ndarray]:
     """Actions and their log-probabilities from the model's own distribution class (greedy when
-    not exploring), every output as a numpy batch. The outputs come to the CPU first: on a GPU
-    that is one wait for the forward instead of one per sampling kernel and per output."""
+    not exploring), every output as a numpy batch. The outputs come to the CPU before sampling: on
+    a GPU that is two small copies (logits, values) in place of sampling kernels there and four
+    copies of the results, each waiting for the GPU."""
     outputs = {column: value.cpu() for column, value in outputs.items()}
     if Columns.ACTIONS not in outputs:  # a model may sample its own actions, as RLlib allows
         if explore:
