@@ -2,7 +2,7 @@
 
 import sys
 
-from procgen_rl.sagemaker import main
+from procgen_rl.runtime.sagemaker import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from procgen_rl import __version__
-from procgen_rl.docker_engine import check_docker
+from procgen_rl.launchers.docker_engine import check_docker
 from procgen_rl.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,12 +28,12 @@ from typing import Iterator
 import pytest
 
 from conftest import IMAGE, REPO, assert_one_line_error, free_port, run_cli, tensorboard_scalar_tags
-from procgen_rl import __version__, cloud
+from procgen_rl import __version__, envvars
 from procgen_rl.errors import UserError
-from procgen_rl.launch import estimator_arguments
-from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
+from procgen_rl.launchers import cloud
+from procgen_rl.launchers.sagemaker_sdk import estimator_arguments
 from procgen_rl.reporting import METRIC_KEYS, Reporter, metric_line
-from procgen_rl.sagemaker import decode_hyperparameter, experiment_from_hyperparameters
+from procgen_rl.runtime.sagemaker import decode_hyperparameter, job_experiment
 
 REGION = "us-east-1"
 BUCKET = "procgen-rl-test-bucket"
@@ -160,7 +160,7 @@ def test_heterogeneous_groups_run_the_gpu_image():
 
 
 def test_every_job_gets_its_own_ray_token():
-    tokens = {estimator_arguments("experiments/smoke.yaml", {})["environment"][AUTH_TOKEN_ENV] for _ in range(2)}
+    tokens = {estimator_arguments("experiments/smoke.yaml", {})["environment"][envvars.RAY_AUTH_TOKEN] for _ in range(2)}
     assert len(tokens) == 2 and all(re.fullmatch("[0-9a-f]{32}", token) for token in tokens)
 
 
@@ -272,11 +272,11 @@ def test_heterogeneous_spot_job_configuration(aws, repo, monkeypatch):
     hyperparameters = {key: decode_hyperparameter(value) for key, value in job["HyperParameters"].items()}
     assert hyperparameters == {"experiment": "experiments/smoke.yaml", **overrides}
     monkeypatch.chdir(repo)
-    experiment = experiment_from_hyperparameters(hyperparameters)
+    experiment, _ = job_experiment(hyperparameters, hosts=4)
     assert experiment.env_config.env_name == "starpilot" and experiment.algorithm.normalize_reward is False
     # moto replaces MetricDefinitions and drops Environment: the request the SDK sent has them.
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == cloud.metric_definitions()
-    assert re.fullmatch("[0-9a-f]{32}", request["Environment"][AUTH_TOKEN_ENV])
+    assert re.fullmatch("[0-9a-f]{32}", request["Environment"][envvars.RAY_AUTH_TOKEN])
 
 
 def test_homogeneous_on_demand_job(aws):
@@ -293,7 +293,7 @@ def test_dry_run_sends_nothing(aws):
     assert request["TrainingJobName"] == spec.name
     assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE_URI
     assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
-    assert cloud.redacted(request)["Environment"][AUTH_TOKEN_ENV] == "<random, not shown>"
+    assert cloud.redacted(request)["Environment"][envvars.RAY_AUTH_TOKEN] == "<random, not shown>"
 
 
 def test_wait_streams_the_job_log(aws, capsys):

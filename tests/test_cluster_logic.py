@@ -6,10 +6,12 @@ import sys
 
 import pytest
 
-from procgen_rl.compose import cluster_resources
+from procgen_rl.launchers.compose import cluster_slots
 from procgen_rl.config import load_experiment
 from procgen_rl.errors import ConfigError
 from procgen_rl.run_dir import STATE_FILE, STOPPED_FILE, RunDir, interrupted_run
+
+RUNNERS = "resources.num_env_runners"
 
 
 def experiment(**overrides):
@@ -18,24 +20,24 @@ def experiment(**overrides):
 
 def test_without_workers_the_head_holds_the_runners():
     exp = experiment(**{"resources.num_env_runners": 2})
-    assert cluster_resources(exp, workers=0, runners_set=True) == (2, 0)
-    assert cluster_resources(experiment(), workers=0, runners_set=False) == (1, 0)
+    assert cluster_slots(exp, workers=0, overrides={RUNNERS: 2}) == (2, 0)
+    assert cluster_slots(experiment(), workers=0, overrides={}) == (1, 0)
 
 
 def test_one_runner_per_worker_unless_set():
     exp = experiment()
-    assert cluster_resources(exp, workers=4, runners_set=False) == (0, 1)
+    assert cluster_slots(exp, workers=4, overrides={}) == (0, 1)
     assert exp.resources.num_env_runners == 4 and exp.resources.spread_env_runners
 
 
 def test_workers_that_cannot_split_the_envs_fail_naming_workers():
     with pytest.raises(ConfigError, match=r"^--workers 3 \(one env runner each\): 3 runners cannot split algorithm.num_envs=8"):
-        cluster_resources(experiment(), workers=3, runners_set=False)
+        cluster_slots(experiment(), workers=3, overrides={})
 
 
 def test_more_runners_than_workers_get_enough_slots():
     exp = experiment(**{"resources.num_env_runners": 4})
-    assert cluster_resources(exp, workers=3, runners_set=True) == (0, 2)
+    assert cluster_slots(exp, workers=3, overrides={RUNNERS: 4}) == (0, 2)
     assert exp.resources.num_env_runners == 4
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, IMAGE, REPO, run_cli
-from procgen_rl.compose import PROJECT_NAME
+from procgen_rl.launchers.compose import PROJECT_NAME
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("require_docker")]
 SMOKE = "experiments/smoke.yaml"
@@ -127,7 +127,7 @@ def test_killed_head_resumes_with_the_step_counter(tmp_path):
     subprocess.run(["docker", "kill", HEAD], check=True, capture_output=True)
     output = finish(process, seen)
     assert process.returncode == 2, output[-3000:]
-    assert f"`make train-local` resumes {run}" in output.splitlines()[-1]
+    assert f"`procgen-rl train --resume {run} --backend compose` continues it" in output.splitlines()[-1]
 
     again = run_cli("train", SMOKE, "--backend", "compose", "--workers", "1", "--image", IMAGE,
                     "--resume-interrupted", "--set", "stop.timesteps_total=8192",
@@ -159,7 +159,7 @@ def test_compose_backend_without_docker_engine_is_one_line():
                      env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: no Docker engine answers (`docker info` failed): start Docker, or train with BACKEND=native"]
+        "error: no Docker engine answers (`docker info` failed): start Docker, or use --backend native"]
 
 
 def test_auto_backend_without_docker_engine_trains_natively_and_says_so(tmp_path):

@@ -138,7 +138,7 @@ def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, 
 
 def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
     run_dir = tmp_path / "job"
-    result = run_cli("sagemaker-local", "experiments/smoke.yaml", "--instances", "2", "--run-dir", str(run_dir),
+    result = run_cli("train", "experiments/smoke.yaml", "--backend", "sagemaker", "--instances", "2", "--run-dir", str(run_dir),
                      "--image", IMAGE, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     steps = json.loads((run_dir / "output" / "data" / "run" / "steps_by_host.json").read_text())
@@ -148,7 +148,7 @@ def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
 
 
 def test_sagemaker_local_without_docker_engine_is_one_line():
-    result = run_cli("sagemaker-local", "experiments/smoke.yaml", timeout=120,
+    result = run_cli("train", "experiments/smoke.yaml", "--backend", "sagemaker", timeout=120,
                      env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from procgen_rl import sagemaker
+from procgen_rl import envvars
+from procgen_rl.runtime import sagemaker
 from procgen_rl.errors import ConfigError
 
 
@@ -17,7 +18,7 @@ def write_config(base, hyperparameters, resources):
 
 @pytest.fixture
 def opt_ml(tmp_path, monkeypatch):
-    monkeypatch.setenv(sagemaker.BASE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(envvars.SAGEMAKER_BASE_DIR, str(tmp_path))
     return tmp_path
 
 
@@ -29,7 +30,7 @@ def test_hyperparameters_override_the_experiment_with_types(opt_ml, repo, monkey
                           "algorithm.learning_rate": "0.0003", "sagemaker_program": '"sagemaker_entry.py"'},
                  {"current_host": "algo-1", "hosts": ["algo-1"]})
     env = sagemaker.read_training_env()
-    experiment = sagemaker.experiment_from_hyperparameters(env.hyperparameters)
+    experiment, _ = sagemaker.job_experiment(env.hyperparameters, len(env.hosts))
     assert experiment.env_config.env_name == "starpilot"
     assert experiment.stop.timesteps_total == 1_000_000
     assert experiment.algorithm.normalize_reward is False and experiment.algorithm.learning_rate == 3e-4
@@ -40,7 +41,7 @@ def test_plain_text_hyperparameters_as_the_console_sends_them(opt_ml, repo, monk
     monkeypatch.chdir(repo)
     write_config(opt_ml, {"experiment": "experiments/smoke.yaml", "env_config.env_name": "maze"},
                  {"current_host": "algo-1", "hosts": ["algo-1"]})
-    experiment = sagemaker.experiment_from_hyperparameters(sagemaker.read_training_env().hyperparameters)
+    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
     assert (experiment.name, experiment.env_config.env_name) == ("smoke", "maze")
 
 
@@ -53,7 +54,7 @@ def test_bad_hyperparameters(opt_ml, repo, monkeypatch, hyperparameters, message
     monkeypatch.chdir(repo)
     write_config(opt_ml, hyperparameters, {"current_host": "algo-1", "hosts": ["algo-1"]})
     with pytest.raises(ConfigError) as caught:
-        sagemaker.experiment_from_hyperparameters(sagemaker.read_training_env().hyperparameters)
+        sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
     assert message in str(caught.value)
 
 
@@ -95,3 +96,62 @@ def test_heterogeneous_job_counts_every_group_and_heads_on_the_gpu_group(opt_ml,
     env = sagemaker.read_training_env()
     assert env.hosts == ("algo-1", "algo-2", "algo-3", "algo-4")
     assert env.head_host == "algo-4" and not env.is_head
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "smoke", "experiments/smoke.yaml"])
+def test_the_experiment_may_be_named_bare_or_by_its_path(opt_ml, repo, monkeypatch, name):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, {"experiment": json.dumps(name)}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+    assert experiment.name == "smoke"
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../pyproject.toml", "experiments/../pyproject.toml", "..",
+                                  "experiments/sub/x.yaml", ".hidden.yaml"])
+def test_the_experiment_is_read_from_experiments_only_and_never_quoted(opt_ml, repo, monkeypatch, name):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, {"experiment": json.dumps(name)}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    assert sagemaker.main() == 2
+    reason = (opt_ml / "output" / "failure").read_text()
+    assert reason.startswith(f"error: hyperparameter experiment: {name!r} is not a file in experiments/")
+    assert "root:" not in reason and "setuptools" not in reason  # no content of the file named
+
+
+def test_values_encoded_twice_lose_both_quotes(opt_ml, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    write_config(opt_ml, {"experiment": json.dumps(json.dumps("smoke.yaml")),
+                          "env_config.env_name": json.dumps(json.dumps("starpilot"))},
+                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+    assert experiment.env_config.env_name == "starpilot"
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("hyperparameters.json", "[1, 2]", "hyperparameters.json: expected a JSON object, got list"),
+    ("hyperparameters.json", "{not json", "hyperparameters.json: not JSON"),
+    ("resourceconfig.json", '{"hosts": ["algo-1"]}', "resourceconfig.json: current_host None is not one of its hosts"),
+    ("resourceconfig.json", '"algo-1"', "resourceconfig.json: expected a JSON object, got str"),
+])
+def test_malformed_sagemaker_files_are_one_line_naming_the_file(opt_ml, file, content, message):
+    write_config(opt_ml, {}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    (opt_ml / "input" / "config" / file).write_text(content)
+    assert sagemaker.main() == 2
+    reason = (opt_ml / "output" / "failure").read_text()
+    assert reason.count("\n") == 1 and reason.startswith("error: ") and message in reason, reason
+
+
+def test_several_hosts_share_the_runners_one_each_unless_set(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    experiment, slots = sagemaker.job_experiment({"experiment": "smoke.yaml"}, hosts=2)
+    assert (experiment.resources.num_env_runners, experiment.resources.spread_env_runners, slots) == (2, True, 1)
+    experiment, slots = sagemaker.job_experiment({"experiment": "smoke.yaml", "resources.num_env_runners": 4}, hosts=2)
+    assert (experiment.resources.num_env_runners, slots) == (4, 2)  # every runner finds a slot
+
+
+def test_a_multi_host_job_without_a_token_names_what_to_pass(opt_ml, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv(envvars.RAY_AUTH_TOKEN, raising=False)
+    write_config(opt_ml, {"experiment": '"smoke.yaml"'}, {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
+    assert sagemaker.main() == 2
+    reason = (opt_ml / "output" / "failure").read_text()
+    assert "RAY_AUTH_TOKEN" in reason and "docs/sagemaker-contract.md" in reason and "procgen-rl compose" not in reason

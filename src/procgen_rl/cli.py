@@ -1,7 +1,8 @@
-"""`procgen-rl`: train, rollout, SageMaker local mode and SageMaker jobs from the command line.
+"""`procgen-rl`: train on any backend, rollout, compose clusters and SageMaker jobs from the command line.
 
-User errors (bad config, missing checkpoint) print one `error:` line and exit 2, before Ray
-starts; anything else is a bug and keeps its traceback.
+The CLI parses and resolves the experiment once, checks it, then hands it to a launcher
+(procgen_rl.launchers). User errors (bad config, missing checkpoint) print one `error:` line and
+exit 2, before Ray starts; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from procgen_rl import __version__
+from procgen_rl import envvars
 from procgen_rl.errors import UserError
+from procgen_rl.launchers import BACKENDS, DEFAULT_IMAGE, Job, LaunchOptions, Outcome
 
 if TYPE_CHECKING:
     from procgen_rl.config import Experiment
-    from procgen_rl.run_dir import RunDir
 
 EXIT_USER_ERROR = 2
-BACKENDS = ("native", "compose", "auto")
-DEFAULT_IMAGE = f"procgen-rl:{__version__}-cpu"
-DRIVER_ENV = "PROCGEN_RL_DRIVER"  # set by docker/docker-compose.yml for the head
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train an experiment, or resume a run",
-        description="Train EXPERIMENT into a new run directory, or continue one with --resume, "
-                    "in this process (native) or on a compose cluster of the image's containers.")
+        description="Train EXPERIMENT into a new run directory, or continue one with --resume: in this "
+                    "process (native), on a compose cluster of the image's containers (compose), or as a "
+                    "SageMaker training job in local mode (sagemaker).")
     train.add_argument("experiment", nargs="?", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a value, e.g. --set env_config.env_name=starpilot (repeatable)")
@@ -46,12 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume-interrupted", action="store_true",
                        help="if the newest run of EXPERIMENT in $RESULTS_DIR was interrupted (killed or "
                             "crashed: checkpoints but no clean stop), continue it instead of a new run")
-    train.add_argument("--backend", choices=BACKENDS, default="native",
+    train.add_argument("--backend", choices=(*BACKENDS, "auto"), default="native",
                        help="native: this process; compose: a Ray head container + --workers worker "
-                            "containers of --image; auto: compose when a Docker engine answers, "
-                            "else native (default: %(default)s)")
+                            "containers of --image; sagemaker: SageMaker local mode, --instances hosts; "
+                            "auto: compose when a Docker engine answers, else native (default: %(default)s)")
     train.add_argument("--workers", type=int, default=2, help="compose: worker containers (default 2)")
-    train.add_argument("--image", default=DEFAULT_IMAGE, help="compose: the image (default: %(default)s)")
+    train.add_argument("--instances", type=int, default=1, help="sagemaker: hosts of the job (default 1)")
+    train.add_argument("--image", default=DEFAULT_IMAGE, help="compose, sagemaker: the image (default: %(default)s)")
 
     rollout = commands.add_parser(
         "rollout", help="evaluate a checkpoint: returns, normalized score, video",
@@ -62,18 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", help="output directory (default: <run>/rollout)")
     rollout.add_argument("--no-video", action="store_true", help="skip the video")
     rollout.add_argument("--seed", type=int, default=12345)
-    local = commands.add_parser(
-        "sagemaker-local", help="run EXPERIMENT as a SageMaker training job in local mode (Docker)",
-        description="Run the image as SageMaker would, with the SageMaker Python SDK's local mode: "
-                    "INSTANCES containers (Ray head on algo-1, workers on the others), offline.")
-    local.add_argument("experiment", help="an experiment under experiments/ (the image holds a copy)")
-    local.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="passed to the job as hyperparameters (same keys as train --set)")
-    local.add_argument("--instances", type=int, default=1, help="containers (hosts), default 1")
-    local.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
-    local.add_argument("--run-dir", help="where model/ and output/ are unpacked "
-                                         "(default: $RESULTS_DIR/<name>-sagemaker-<timestamp>)")
-
     cluster = commands.add_parser(
         "cluster", help="a compose cluster that waits for your own drivers: up, down, logs",
         description="Start a Ray head container and WORKERS worker containers of IMAGE and leave "
@@ -86,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     node = commands.add_parser(
         "node", help="(inside the image) run a compose cluster node: the Ray head or a worker",
-        description="The command of docker/docker-compose.yml's services. The head runs the JSON "
-                    "argv in $PROCGEN_RL_DRIVER once Ray is up, and exits with it.")
+        description="The command of docker/docker-compose.yml's services. The head trains the run "
+                    f"directory in ${envvars.HEAD_RUN} once Ray is up, and exits with the result.")
     node.add_argument("role", choices=("head", "worker"))
     node.add_argument("--slots", type=int, default=1, help="env runner slots this node offers")
     node.add_argument("--head", default="ray-head", help="worker: the head's host name")
@@ -98,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
-    from procgen_rl import cloud
+    from procgen_rl.launchers import cloud
 
     parser = commands.add_parser("cloud", help="SageMaker training jobs in your AWS account",
                                  description=cloud.__doc__.splitlines()[0])
@@ -148,65 +136,38 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
 
 
-def check_buildable(experiment: Experiment) -> None:
-    """Resolve the algorithm, model and callbacks and sample one frame with the model, here, so a
-    launch into containers or the cloud fails in one line before anything starts there."""
-    from procgen_rl.trainer import build_algorithm_config
-
-    build_algorithm_config(experiment)
-
-
-def job_experiment(args: argparse.Namespace) -> tuple[Experiment, dict[str, Any]]:
-    """A job's experiment and overrides, validated here rather than in a container."""
+def run_cloud_train(args: argparse.Namespace) -> None:
     from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.launchers import cloud
 
     overrides = parse_set_args(args.overrides)
-    experiment = load_experiment(args.experiment, overrides)
-    check_buildable(experiment)
-    return experiment, overrides
-
-
-def run_sagemaker_local(args: argparse.Namespace) -> None:
-    from procgen_rl.local_mode import run_local_job
-    from procgen_rl.run_dir import new_run_path
-
-    if args.instances < 1:
-        raise UserError(f"--instances must be >= 1, got {args.instances}")
-    experiment, overrides = job_experiment(args)
-    run_path = Path(args.run_dir) if args.run_dir else new_run_path(f"{experiment.name}-sagemaker")
-    run_local_job(args.experiment, overrides, args.image, args.instances, run_path)
-    print(f"\nResults:     {run_path}/output/data/run (config, TensorBoard events, steps_by_host.json)")
-    print(f"Model:       {run_path}/model (config.yaml, final checkpoint, policy.pt2)")
-    print(f"Evaluate:    procgen-rl rollout {run_path}/model")
-
-
-def run_cloud_train(args: argparse.Namespace) -> None:
-    from procgen_rl import cloud
-
-    experiment, overrides = job_experiment(args)
+    job = Job(load_experiment(args.experiment, overrides), args.experiment, overrides, run=None)
     tags = dict(tag.partition("=")[::2] for tag in args.tags)
     if "" in tags or any("=" not in tag for tag in args.tags):
         raise UserError(f"--tag: expected KEY=VALUE, got {' '.join(args.tags)}")
     groups = cloud.instance_groups(args.instance_type, args.instance_count, args.gpu_instances,
                                    args.cpu_instances, args.gpu_instance_type, args.cpu_instance_type)
-    spec, request = cloud.train_in_cloud(
-        args.experiment, experiment.name, overrides, groups, region=args.region, profile=args.profile,
-        role=args.role, bucket=args.bucket, prefix=args.prefix, spot=args.spot, max_run=args.max_run,
-        max_wait=args.max_wait, tags=tags, name=args.job_name, image=args.image, repository=args.repository,
-        registry=args.registry, wait=args.wait, dry_run=args.dry_run)
+    options = cloud.CloudOptions(
+        groups, region=args.region, profile=args.profile, role=args.role, bucket=args.bucket, prefix=args.prefix,
+        spot=args.spot, max_run=args.max_run, max_wait=args.max_wait, tags=tags, name=args.job_name,
+        image=args.image, repository=args.repository, registry=args.registry, wait=args.wait, dry_run=args.dry_run)
+    submitted = cloud.launch(job, options)
+    spec = submitted.spec
     if args.dry_run:
-        print(json.dumps(cloud.redacted(request), indent=2))
+        print(json.dumps(cloud.redacted(submitted.request), indent=2))
         print(f"\nDry run: nothing pushed or started. Job {spec.name} would write to {spec.run_uri}")
         return
     print(f"\nJob:         {spec.summary}")
     print(f"Run:         {spec.run_uri}")
-    print(f"TensorBoard: make tensorboard RUN={spec.run_uri}")
-    print(f"Evaluate:    make rollout RUN={spec.run_uri}   (once the job has finished)")
+    print(f"TensorBoard: procgen-rl cloud fetch {spec.run_uri} results/{spec.name}; "
+          f"tensorboard --logdir results/{spec.name}/run --host 127.0.0.1")
+    print(f"Evaluate:    procgen-rl cloud fetch {spec.run_uri} results/{spec.name} --model; "
+          f"procgen-rl rollout results/{spec.name}/model   (once the job has finished)")
     print(f"Status:      aws sagemaker describe-training-job --training-job-name {spec.name}")
 
 
 def run_cloud_fetch(args: argparse.Namespace) -> None:
-    from procgen_rl import cloud
+    from procgen_rl.launchers import cloud
 
     session = cloud.aws_session(args.region, args.profile)
     with cloud.aws_errors():
@@ -219,8 +180,8 @@ def run_cloud(args: argparse.Namespace) -> None:
     {"train": run_cloud_train, "fetch": run_cloud_fetch}[args.cloud_command](args)
 
 
-def resolve_run(args: argparse.Namespace) -> tuple[Experiment, RunDir, bool]:
-    """(experiment, run directory, resume?) from train's arguments, checked before anything starts."""
+def resolve_run(args: argparse.Namespace) -> Job:
+    """The job train's arguments ask for, resolved and checked before anything starts."""
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.run_dir import RunDir, interrupted_run, new_run_path
 
@@ -237,7 +198,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Experiment, RunDir, bool]:
             if run.checkpoints():
                 raise UserError(f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
                                 "or choose another --run-dir")
-            return experiment, run, False
+            return Job(experiment, args.experiment, overrides, run, resume=False)
         print(f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
               "or after a clean stop)", flush=True)
         args.resume = str(interrupted.path)
@@ -246,69 +207,48 @@ def resolve_run(args: argparse.Namespace) -> tuple[Experiment, RunDir, bool]:
         raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
     if not run.checkpoints():
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
-    return load_experiment(run.config_path, overrides), run, True
+    return Job(load_experiment(run.config_path, overrides), str(run.config_path), overrides, run, resume=True)
 
 
 def run_train(args: argparse.Namespace) -> None:
-    experiment, run, resume = resolve_run(args)
-    backend = args.backend
-    if backend == "auto":
-        from procgen_rl.docker_engine import docker_answers
+    from procgen_rl import launchers
 
-        backend = "compose" if docker_answers() else "native"
-        if backend == "native":
-            print("no Docker engine answers (docker info): training natively in this process", flush=True)
-    if backend == "compose":
-        train_on_cluster(args, experiment, run, resume)
-    else:
-        from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
-
-        train(experiment, run, resume)
-    print_summary(run, experiment, backend)
+    job = resolve_run(args)
+    backend = launchers.resolve_backend(args.backend)
+    where = {"native": "in this process", "compose": "on a compose cluster",
+             "sagemaker": "as a SageMaker job in local mode"}[backend]
+    print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {job.local_run.path}", flush=True)
+    options = LaunchOptions(image=args.image, workers=args.workers, instances=args.instances)
+    print_summary(launchers.launch(backend, job, options), job.experiment, backend)
 
 
-def print_summary(run: RunDir, experiment: Experiment, backend: str) -> None:
-    """Where the results are and how to go on, from the run's stopped.json (any backend)."""
+def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> None:
+    """Where the results are and how to go on (any backend)."""
     from procgen_rl.reporting import format_duration
 
-    stopped = json.loads(run.stopped_path.read_text())
+    stopped, run = outcome.stopped, outcome.run
     iterations = stopped["iteration"]
     print(f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
           f"{stopped['timesteps_total']:,} env steps, {stopped['time_total_s']:.0f} s of training.")
     print(f"Results:     {run.path}")
-    print(f"Checkpoint:  {stopped['checkpoint']}")
+    if outcome.model:
+        print(f"Model:       {outcome.model} (config.yaml, final checkpoint, policy.pt2)")
+    else:
+        print(f"Checkpoint:  {stopped['checkpoint']}")
     print(f"TensorBoard: tensorboard --logdir {run.path} --host 127.0.0.1")
-    print(f"Evaluate:    procgen-rl rollout {run.path}")
+    print(f"Evaluate:    procgen-rl rollout {outcome.model or run.path}")
     budget = experiment.stop.timesteps_total
-    if stopped["stop_reason"] == "timesteps_total" or not budget:
+    if stopped["stop_reason"] == "timesteps_total" or not budget or outcome.model:
         return
     rate = stopped["timesteps_total"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
     left = f", about {format_duration((budget - stopped['timesteps_total']) / rate)} more at {rate:,.0f} steps/s" if rate else ""
     on = " --backend compose" if backend == "compose" else ""
     print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0{on} (to {budget:,} steps{left})")
-    if os.environ.get("MAKELEVEL"):
-        print(f"With make:   make train-local RESUME={run.path} TIME_LIMIT=0")
-
-
-def train_on_cluster(args: argparse.Namespace, experiment: Experiment, run: RunDir, resume: bool) -> None:
-    """The same `procgen-rl train` as the head's driver, with absolute paths (mounted 1:1)."""
-    from procgen_rl import compose
-    from procgen_rl.docker_engine import check_docker
-
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
-    check_buildable(experiment)
-    check_docker(args.image)
-    where = ["--resume", str(run.path.resolve())] if resume else [
-        str(Path(args.experiment).resolve()), "--run-dir", str(run.path.resolve())]
-    overrides = [arg for pair in args.overrides for arg in ("--set", pair)]
-    runners_set = any(pair.split("=", 1)[0].strip() == "resources.num_env_runners" for pair in args.overrides)
-    compose.train(experiment, where + overrides, run, args.workers, args.image, runners_set)
 
 
 def run_cluster(args: argparse.Namespace) -> None:
-    from procgen_rl import compose
-    from procgen_rl.docker_engine import check_docker
+    from procgen_rl.launchers import compose
+    from procgen_rl.launchers.docker_engine import check_docker
 
     if args.action == "up":
         check_docker(args.image)
@@ -318,7 +258,7 @@ def run_cluster(args: argparse.Namespace) -> None:
         print(f"compose cluster up: ray-head + {args.workers} ray-worker(s). Attach a driver:\n"
               f"  {' '.join(cluster.command)} exec ray-head procgen-rl train {compose.PROJECT_DIR}/experiments/smoke.yaml "
               f"--set resources.num_env_runners={max(1, args.workers)} --set resources.spread_env_runners=true\n"
-              "Stop it: make cluster-down")
+              "Stop it: procgen-rl cluster down")
     elif args.action == "down":
         cluster.down()
         print("compose cluster down (containers and network removed)")
@@ -327,15 +267,14 @@ def run_cluster(args: argparse.Namespace) -> None:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    from procgen_rl import ray_cluster
-    from procgen_rl.reporting import HOST_LABEL_ENV
+    from procgen_rl.runtime import ray_nodes
 
-    ray_cluster.require_auth_token()
-    os.environ.setdefault(HOST_LABEL_ENV, socket.gethostname())  # inherited by this node's Ray workers
+    ray_nodes.require_auth_token()
+    os.environ.setdefault(envvars.HOST_LABEL, socket.gethostname())  # inherited by this node's Ray workers
     if args.role == "head":
-        driver = json.loads(os.environ.get(DRIVER_ENV) or "[]")
-        return ray_cluster.run_head(args.slots, driver)
-    ray_cluster.join(args.head, args.slots, args.join_timeout)
+        run = os.environ.get(envvars.HEAD_RUN)
+        return ray_nodes.run_head(args.slots, Path(run) if run else None)
+    ray_nodes.join(args.head, args.slots, args.join_timeout)
     return 0
 
 
@@ -359,8 +298,8 @@ def run_rollout(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": run_train, "rollout": run_rollout, "sagemaker-local": run_sagemaker_local,
-                "cluster": run_cluster, "node": run_node, "cloud": run_cloud}
+    commands = {"train": run_train, "rollout": run_rollout, "cluster": run_cluster, "node": run_node,
+                "cloud": run_cloud}
     try:
         return commands[args.command](args) or 0
     except UserError as err:

@@ -29,6 +29,8 @@ from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_TO_MODULE_CON
                                      RLMODULE_INFERENCE_TIMER, WEIGHTS_SEQ_NO)
 
 from procgen_rl.connectors import sample_actions
+from procgen_rl.progress import ProgressReporter
+from procgen_rl.quiet import silence_library_banners
 
 EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end")
 
@@ -37,12 +39,14 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
     """Samples fragments of timesteps from the batched Procgen env with little per-step Python."""
 
     def __init__(self, **kwargs: Any) -> None:
+        silence_library_banners()  # a remote runner is a process of its own
         super().__init__(**kwargs)
         # An episode hook runs only where a callback object overrides it or a function is registered.
         self._hooks_in_use = {
             hook: any(getattr(type(callback), hook) is not getattr(RLlibCallback, hook) for callback in self._callbacks)
             or bool(getattr(self.config, f"callbacks_{hook}"))
             for hook in EPISODE_HOOKS}
+        self._progress = ProgressReporter()
 
     def make_module(self) -> None:
         super().make_module()
@@ -82,6 +86,7 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
                 frames = self._cached_to_module[Columns.OBS]
                 continue
             observations, rewards, terminateds, truncateds, infos = results
+            self._progress.steps(self.num_envs)
             with self.metrics.log_time((ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)):
                 frames = torch.from_numpy(observations).to(self._device)
 
@@ -104,6 +109,7 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
                     done_episodes.append(episodes[i].to_numpy() if self.episodes_to_numpy else episodes[i])
                     self._new_episode(i, episodes)
         self._cached_to_module = {Columns.OBS: frames}
+        self._progress.steps(0, flush=True)
         self._done_episodes_for_metrics.extend(done_episodes)
         chunks = self._cut_ongoing_episodes()
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=timesteps)

@@ -64,6 +64,9 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
         self._reward_rms = RunningMeanStd()
 
     def _make_pool(self, seed: int) -> Any:
+        from procgen_rl.quiet import import_gym_quietly
+
+        import_gym_quietly()
         import envpool  # heavy C++ extension: only where envs are really made
 
         cfg = self.env_config

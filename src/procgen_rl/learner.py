@@ -37,6 +37,8 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.torch_utils import explained_variance
 
+from procgen_rl.progress import ProgressReporter
+
 
 class DropBootstrapFrames(ConnectorV2):
     """Learner connector piece, after GAE: keep only the rows whose LOSS_MASK is True."""
@@ -78,6 +80,7 @@ class ProcgenPPOLearner(PPOTorchLearner):
 
     def build(self) -> None:
         super().build()
+        self._progress = ProgressReporter()
         if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.append(DropBootstrapFrames())
 
@@ -87,8 +90,15 @@ class ProcgenPPOLearner(PPOTorchLearner):
             return super()._create_iterator_if_necessary(
                 training_data=training_data, num_epochs=num_epochs, minibatch_size=minibatch_size, **kwargs)
         num_minibatches = max(1, round(self.config.train_batch_size_per_learner / minibatch_size))
-        return epoch_minibatches(self._make_batch_if_necessary(training_data=training_data), num_epochs,
-                                 num_minibatches)
+        minibatches = epoch_minibatches(self._make_batch_if_necessary(training_data=training_data), num_epochs,
+                                        num_minibatches)
+        return self._reporting(minibatches, num_epochs * num_minibatches)
+
+    def _reporting(self, minibatches: Iterator[MultiAgentBatch], total: int) -> Iterator[MultiAgentBatch]:
+        """The minibatches, each announced to the progress board (procgen_rl.progress)."""
+        for number, minibatch in enumerate(minibatches, 1):
+            self._progress.phase(f"learning: minibatch {number} of {total}")
+            yield minibatch
 
     def compute_loss_for_module(self, *, module_id: str, config: PPOConfig, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:

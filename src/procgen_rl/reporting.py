@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
-HOST_LABEL_ENV = "PROCGEN_RL_HOST"  # a launcher's name for this host (algo-1...); else the hostname
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
     "iteration", "timesteps_total", "episodes_total", "episode_reward_mean", "episode_reward_min",

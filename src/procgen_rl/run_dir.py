@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from procgen_rl import envvars
+from procgen_rl.config import Experiment, save_experiment
 from procgen_rl.errors import CheckpointError, UserError
 
-RESULTS_DIR_ENV = "RESULTS_DIR"
 STATE_FILE = "trainer_state.json"
 STOPPED_FILE = "stopped.json"
 LOCK_FILE = ".lock"
@@ -47,7 +48,7 @@ class TrainState:
 
 
 def results_root() -> Path:
-    return Path(os.environ.get(RESULTS_DIR_ENV, "results"))
+    return Path(os.environ.get(envvars.RESULTS_DIR, "results"))
 
 
 def new_run_path(experiment_name: str) -> Path:
@@ -71,6 +72,13 @@ class RunDir:
         self.rollout_path = self.path / "rollout"
         self.steps_by_host_path = self.path / "steps_by_host.json"
         self.stopped_path = self.path / STOPPED_FILE
+
+    def write_config(self, experiment: Experiment) -> None:
+        """The resolved experiment, written once by the launcher; every trainer of the run reads it."""
+        if self.is_locked():
+            raise UserError(f"{self.path} is being trained by another process")
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_experiment(experiment, self.config_path)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -1,11 +1,12 @@
-"""The training entry point every launcher runs: experiment in, run directory out.
+"""The training entry point every launcher runs: a run directory's experiment in, checkpoints out.
 
 It is the only module that talks to Ray's top-level API. Launchers differ only in where Ray
-already runs (`RAY_ADDRESS`) and where the run directory points.
+already runs (`RAY_ADDRESS`) and where the run directory points; each has written the run's
+config.yaml before this runs.
 
 Loop: algo.train() -> count steps ourselves -> report -> checkpoint when due -> stop when a
 limit is reached or SIGINT/SIGTERM arrived (the current iteration finishes, a checkpoint is
-written, then it exits; a second signal exits at once).
+written, then it exits; a second signal exits at once, see procgen_rl.signals).
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import inspect
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from procgen_rl import registry
-from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, save_experiment
+from procgen_rl import envvars, registry
+from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
 from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.procgen import normalized_score
+from procgen_rl.quiet import silence_library_banners
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state
+from procgen_rl.signals import TwoStageStop
 
 
 @dataclass
@@ -197,43 +200,25 @@ def eta_seconds(experiment: Experiment, state: TrainState, steps_per_s: float) -
     return max(0.0, min(left))
 
 
-class StopSignals:
-    """First SIGINT/SIGTERM asks the loop to stop after this iteration; a second one exits now."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-
-    def __enter__(self) -> "StopSignals":
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        print(f"\n{self.received}: finishing this iteration, then checkpointing "
-              "(send again to exit without a checkpoint)", flush=True)
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-def init_ray(experiment: Experiment) -> None:
-    """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray.
+def init_ray(experiment: Experiment, nodes: int = 1) -> None:
+    """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray; then
+    wait until `nodes` nodes are alive, so every host gets its env runners.
 
     A local Ray is one host: it gets an env runner slot per runner, so `spread_env_runners`
     means the same there as on a cluster whose launcher gave each host its slots.
     """
     import ray
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    silence_library_banners()
+    address = os.environ.get(envvars.RAY_ADDRESS)
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
         slots = max(1, experiment.resources.num_env_runners)
-        ray.init(include_dashboard=False, log_to_driver=True, resources={ENV_RUNNER_SLOT: slots})
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, logging_level="WARNING",
+                 resources={ENV_RUNNER_SLOT: slots})
+    if nodes > 1:
+        wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -252,6 +237,9 @@ def report_env_runner_health(algo: Any, experiment: Experiment, previously: int)
     return healthy
 
 
+NODES_JOIN_TIMEOUT_S = 300  # hosts of one job start within seconds of each other; this is generous
+
+
 def wait_for_nodes(count: int, timeout_s: float) -> None:
     """Block until `count` Ray nodes are alive, so every host gets its env runners."""
     import ray
@@ -264,24 +252,37 @@ def wait_for_nodes(count: int, timeout_s: float) -> None:
     print(f"Ray cluster: {count} nodes joined", flush=True)
 
 
-def train(experiment: Experiment, run: RunDir, resume: bool) -> TrainOutcome:
-    """Train until a stop limit or a signal; returns the final state and checkpoint."""
-    config = build_algorithm_config(experiment)  # user errors surface here, before Ray starts
-    checkpoint = run.latest_checkpoint() if resume else None
-    if resume and checkpoint is None:
-        raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
-    state = load_state(checkpoint) if checkpoint else TrainState()
+def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> TrainOutcome:
+    """Train until a stop limit or a signal; returns the final state and checkpoint.
 
+    The run is locked first, so a second trainer of it fails at once. `nodes`: the Ray nodes
+    to wait for before building the algorithm (a multi-host job).
+    """
     with run.lock():
-        run.stopped_path.unlink(missing_ok=True)  # running again: interrupted until it stops cleanly
-        outcome = _train_locked(experiment, run, config, checkpoint, state)
+        config = build_algorithm_config(experiment)  # user errors surface here, before Ray starts
+        checkpoint = run.latest_checkpoint() if resume else None
+        if resume and checkpoint is None:
+            raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
+        state = load_state(checkpoint) if checkpoint else TrainState()
+        outcome = _train_locked(experiment, run, config, checkpoint, state, nodes)
     run.stopped_path.write_text(json.dumps({"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint,
                                             **asdict(outcome.state)}, indent=2))
     return outcome
 
 
-def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState) -> TrainOutcome:
-    init_ray(experiment)
+def train_run_dir(path: Path, nodes: int = 1) -> TrainOutcome:
+    """Train the experiment a launcher wrote to `path`/config.yaml: resume when it has checkpoints."""
+    run = RunDir(path)
+    experiment = load_experiment(run.config_path)
+    return train(experiment, run, resume=bool(run.checkpoints()), nodes=nodes)
+
+
+def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState,
+                  nodes: int) -> TrainOutcome:
+    from procgen_rl.progress import Heartbeat  # a Ray actor: imports Ray
+
+    print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
+    init_ray(experiment, nodes)
     algo = config.build_algo()
     if checkpoint:
         try:
@@ -290,16 +291,21 @@ def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: 
             algo.stop()
             raise CheckpointError(f"{checkpoint}: cannot restore ({type(err).__name__}: {err})") from None
         print(f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_total:,} steps", flush=True)
-    run.path.mkdir(parents=True, exist_ok=True)
-    save_experiment(experiment, run.config_path)  # only now: a failed start leaves the old one
+    run.stopped_path.unlink(missing_ok=True)  # training again: interrupted until it stops cleanly
     reporter = Reporter(str(run.path))
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
     healthy = experiment.resources.num_env_runners
+
+    def finish_iteration(name: str) -> None:
+        print(f"\n{name}: finishing this iteration, then checkpointing (send again to exit without a checkpoint)",
+              flush=True)
+
     try:
-        with StopSignals() as signals:
+        with TwoStageStop(finish_iteration) as signals, Heartbeat(experiment.algorithm.train_batch_size) as heartbeat:
             while reason is None:
                 started = time.time()
+                heartbeat.start_iteration(state.iteration + 1)
                 result = algo.train()
                 seconds = time.time() - started
                 runners = result.get("env_runners", {})

@@ -13,8 +13,9 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from procgen_rl import envvars
 from procgen_rl.envs import EPISODE_LENGTH, EPISODE_RETURN
-from procgen_rl.reporting import HOST_LABEL_ENV, STEPS_BY_HOST
+from procgen_rl.reporting import STEPS_BY_HOST
 
 WINDOW = 100  # episodes averaged, as RLlib does for its own episode_return_mean
 
@@ -22,7 +23,7 @@ WINDOW = 100  # episodes averaged, as RLlib does for its own episode_return_mean
 class EpisodeMetrics(RLlibCallback):
     def on_sample_end(self, *, metrics_logger: Any = None, samples: Any = None, **kwargs: Any) -> None:
         steps = sum(len(episode) for episode in samples)
-        host = os.environ.get(HOST_LABEL_ENV) or socket.gethostname()
+        host = os.environ.get(envvars.HOST_LABEL) or socket.gethostname()
         metrics_logger.log_value((STEPS_BY_HOST, host), steps, reduce="lifetime_sum")
 
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:

@@ -1,7 +1,7 @@
 """Ray nodes inside the image: start a head, or join one as a worker and leave when it is gone.
 
 Shared by the SageMaker contract (hosts algo-1, algo-2...) and the compose cluster (ray-head,
-ray-worker). Every node authenticates with the RAY_AUTH_TOKEN its launcher generated, and offers
+ray-worker); `procgen-rl node` runs them. Every node authenticates with the RAY_AUTH_TOKEN its launcher generated, and offers
 `env_runner_slot` resources: env runners ask for one slot each, so they land on the nodes the
 launcher gave slots to. Ray's ports stay inside the container network; the compose file
 publishes the client port on 127.0.0.1 only.
@@ -18,29 +18,32 @@ import sys
 import time
 from pathlib import Path
 
+from procgen_rl import envvars
 from procgen_rl.config import ENV_RUNNER_SLOT
 from procgen_rl.errors import ConfigError, UserError
 
 RAY_PORT = 6379
 CLIENT_PORT = 10001  # Ray Client (ray://), for drivers outside the cluster
-AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 HEAD_CHECK_INTERVAL_S = 5
 HEAD_GONE_AFTER_MISSES = 3  # head port checks in a row that fail before a worker leaves
 
 
 def require_auth_token() -> None:
     """Every node must share one Ray token: the launcher puts a random one in the environment."""
-    if not os.environ.get(AUTH_TOKEN_ENV):
-        raise ConfigError(f"a multi-node Ray cluster needs {AUTH_TOKEN_ENV} in its environment (the same "
-                          "on every node); the launchers (`procgen-rl compose`, `sagemaker-local`, "
-                          "`cloud train`) set a random one")
-    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get(envvars.RAY_AUTH_TOKEN):
+        raise ConfigError(f"a multi-node Ray cluster needs {envvars.RAY_AUTH_TOKEN} in its environment (the "
+                          "same on every node): `procgen-rl train --backend compose|sagemaker` and `procgen-rl "
+                          "cloud train` set a random one; a job started with the SageMaker SDK passes it in "
+                          "`environment` (docs/sagemaker-contract.md)")
+    os.environ[envvars.RAY_AUTH_MODE] = "token"
 
 
 def start_head(slots: int) -> None:
-    """A Ray head on this node (no dashboard), with `slots` env runner slots."""
+    """A Ray head on this node (no dashboard), with `slots` env runner slots; this process and its
+    children (the driver) join it through RAY_ADDRESS."""
     _ray("start", "--head", f"--port={RAY_PORT}", f"--ray-client-server-port={CLIENT_PORT}",
          "--include-dashboard=false", "--disable-usage-stats", f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}")
+    os.environ[envvars.RAY_ADDRESS] = f"127.0.0.1:{RAY_PORT}"
 
 
 def head_reachable(head: str) -> bool:
@@ -78,24 +81,23 @@ def join(head: str, slots: int, timeout_s: float) -> None:
     print("head finished; left the Ray cluster", flush=True)
 
 
-def run_head(slots: int, driver: list[str]) -> int:
-    """Serve as the head; with a driver command, run it on the cluster and end with its exit code.
+def run_head(slots: int, run_path: Path | None) -> int:
+    """Serve as the head; with a run directory, train its config.yaml here and end with the result.
 
-    Without one the head serves until SIGTERM (`docker stop`), for drivers attached later.
-    SIGTERM/SIGINT go to the driver, which checkpoints and exits; Ray stops after it.
+    Without one the head serves until SIGTERM (`docker stop`), for drivers attached later. The
+    driver is this process: the trainer's own signal handling checkpoints on SIGTERM/SIGINT.
     """
     start_head(slots)
-    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{RAY_PORT}"
     try:
-        if not driver:
+        if run_path is None:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
             print(f"Ray head up with {slots} env runner slot(s); waiting for drivers", flush=True)
             signal.sigwait({signal.SIGTERM, signal.SIGINT})
             return 0
-        child = subprocess.Popen(driver)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda signum, frame: child.send_signal(signum))
-        return child.wait()
+        from procgen_rl.trainer import train_run_dir
+
+        train_run_dir(run_path)
+        return 0
     finally:
         stop()
 

@@ -14,10 +14,16 @@ def docker_answers() -> bool:
         return False
 
 
-def check_docker(image: str, build_command: str = "make image-cpu",
-                 hint: str = ", or train with BACKEND=native") -> None:
+def build_command(variant: str) -> str:
+    from procgen_rl import __version__
+
+    return (f"docker build -f docker/Dockerfile --build-arg VARIANT={variant} "
+            f"-t procgen-rl:{__version__}-{variant} .")
+
+
+def check_docker(image: str, build: str = build_command("cpu"), hint: str = ", or use --backend native") -> None:
     """An engine answers and holds `image`, or a UserError saying what to do."""
     if not docker_answers():
         raise UserError(f"no Docker engine answers (`docker info` failed): start Docker{hint}")
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        raise UserError(f"image {image} not found: build it with `{build_command}`")
+        raise UserError(f"image {image} not found: build it with `{build}`")

@@ -1,4 +1,4 @@
-"""SageMaker local mode: the training job SageMaker would run, on this machine's Docker, offline.
+"""The sagemaker backend: the training job SageMaker would run, in local mode on this machine's Docker.
 
 The SageMaker Python SDK starts INSTANCES containers of the image with docker-compose, on one
 network where they resolve each other as algo-1, algo-2...; each runs `train`, the same entry
@@ -14,9 +14,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from procgen_rl.docker_engine import check_docker
+from procgen_rl import envvars
 from procgen_rl.errors import UserError
-from procgen_rl.launch import SDK_CONFIG, estimator_arguments, import_estimator, unpack
+from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
+from procgen_rl.launchers.docker_engine import check_docker
+from procgen_rl.launchers.sagemaker_sdk import SDK_CONFIG, estimator_arguments, import_estimator, resolved_in_job, unpack
+from procgen_rl.run_dir import RunDir
+from procgen_rl.runtime.sagemaker import RUN_SUBDIR
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB
@@ -38,26 +42,36 @@ def local_session() -> Any:
     import boto3
     from sagemaker.local import LocalSession
 
-    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # no metadata-service probes
+    os.environ[envvars.AWS_EC2_METADATA_DISABLED] = "true"  # no metadata-service probes
     boto_session = boto3.Session(aws_access_key_id="local-mode", aws_secret_access_key="local-mode",
-                                 region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+                                 region_name=os.environ.get(envvars.AWS_DEFAULT_REGION, "us-east-1"))
     session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
     session.config = {"local": {"local_code": True, "container_config": {"shm_size": SHM_SIZE}}}
     return session
 
 
-def run_local_job(experiment_file: str, overrides: dict[str, Any], image: str, instances: int,
-                  run_path: Path) -> Path:
-    """Run the job; unpack model.tar.gz and output.tar.gz into `run_path`; return it."""
-    arguments = estimator_arguments(experiment_file, overrides)
-    check_docker(image)
+def launch(job: Job, options: LaunchOptions) -> Outcome:
+    """Run the job; unpack its model.tar.gz and output.tar.gz into the run directory.
+
+    The run's config.yaml is the job's own (RUN/output/data/run): its head resolves the
+    hyperparameters as `resolved_in_job` does here.
+    """
+    if job.resume:
+        raise UserError("--backend sagemaker starts a new job; resume a local-mode job's model with "
+                        "`procgen-rl train --resume RUN/model` on another backend")
+    if options.instances < 1:
+        raise UserError(f"--instances must be >= 1, got {options.instances}")
+    arguments = estimator_arguments(job.experiment_file, job.overrides)
+    check_buildable(resolved_in_job(job.experiment_file, job.overrides, options.instances))
+    check_docker(options.image)
     Estimator = import_estimator()
     prefer_compose_v1()
+    run_path = job.local_run.path
     run_path.mkdir(parents=True, exist_ok=False)
     estimator = Estimator(
-        image_uri=image,
+        image_uri=options.image,
         role=ROLE,
-        instance_count=instances,
+        instance_count=options.instances,
         instance_type="local",
         output_path=f"file://{run_path.resolve()}",
         base_job_name="procgen-rl",
@@ -70,4 +84,4 @@ def run_local_job(experiment_file: str, overrides: dict[str, Any], image: str, i
         raise UserError(f"the local training job failed ({err}); its log is above") from None
     for archive in sorted(run_path.rglob("*.tar.gz")):
         unpack(archive, run_path / archive.name.removesuffix(".tar.gz"))
-    return run_path
+    return Outcome.of(RunDir(run_path / RUN_SUBDIR), model=run_path / "model")

@@ -1,4 +1,4 @@
-"""What the two SageMaker launchers (`local_mode`, `cloud`) share, so a job means the same in both.
+"""What the two SageMaker launchers (`sagemaker_local`, `cloud`) share, so a job means the same in both.
 
 The same image, the same hyperparameters (`sagemaker.encode_hyperparameters`), a fresh random
 RAY_AUTH_TOKEN in the job's environment, no profiler or debugger hooks, SDK telemetry off.
@@ -14,8 +14,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
-from procgen_rl.sagemaker import encode_hyperparameters
+from procgen_rl import envvars
+from procgen_rl.config import Experiment
+from procgen_rl.runtime.sagemaker import EXPERIMENT_KEY, encode_hyperparameters, job_experiment
 
 # Passed to the SDK's sessions: no telemetry, and no SDK defaults read from S3 or ~/.config.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
@@ -25,10 +26,17 @@ def estimator_arguments(experiment_file: str, overrides: dict[str, Any]) -> dict
     """Estimator keyword arguments every launch uses; the caller adds image, role, instances, output."""
     return {
         "hyperparameters": encode_hyperparameters(experiment_file, overrides),
-        "environment": {AUTH_TOKEN_ENV: secrets.token_hex(16)},  # one per job, the same on every host
+        "environment": {envvars.RAY_AUTH_TOKEN: secrets.token_hex(16)},  # one per job, the same on every host
         "disable_profiler": True,
         "debugger_hook_config": False,
     }
+
+
+def resolved_in_job(experiment_file: str, overrides: dict[str, Any], hosts: int) -> Experiment:
+    """The experiment as the job's hosts will resolve it from its hyperparameters (same function,
+    same values), so it is checked here and the host and the job agree on it."""
+    hyperparameters = {EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides}
+    return job_experiment(hyperparameters, hosts)[0]
 
 
 def import_sdk() -> ModuleType:

@@ -4,7 +4,7 @@ SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train
 /opt/ml/code/sagemaker_entry.py, which calls `main()` here on every host:
 
     /opt/ml/input/config/hyperparameters.json  experiment overrides, same dotted keys as --set,
-                                               plus `experiment` (a file under experiments/)
+                                               plus `experiment` (a file in the image's experiments/)
     /opt/ml/input/config/resourceconfig.json   hosts; the head is the first GPU-group host
                                                (instance groups) or the first host
     /opt/ml/checkpoints/                       checkpoints (SageMaker syncs them to S3 on spot
@@ -14,10 +14,11 @@ SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train
                                                `procgen-rl rollout` reads) + policy.pt2
     /opt/ml/output/failure                     first line: why the job failed
 
-The head starts a Ray head and drives training; other hosts join as workers. With several hosts
-every host gets one env runner (`resources.num_env_runners` overrides), so all of them sample.
-No S3 signal files: workers find the head by its host name and authenticate with the shared
-RAY_AUTH_TOKEN from the job's environment. SAGEMAKER_BASE_DIR moves /opt/ml.
+Every host resolves the experiment from its hyperparameters once (`job_experiment`, which the
+host-side launchers call too, so a job is checked before it starts). The head writes it as the
+run's config.yaml, starts a Ray head and trains; other hosts join as workers. No S3 signal files:
+workers find the head by its host name and authenticate with the shared RAY_AUTH_TOKEN from the
+job's environment. SAGEMAKER_BASE_DIR moves /opt/ml.
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procgen_rl import ray_cluster
-from procgen_rl.config import Experiment, load_experiment, validate
+from procgen_rl import envvars
+from procgen_rl.config import Experiment, load_experiment
 from procgen_rl.errors import ConfigError, UserError
-from procgen_rl.reporting import HOST_LABEL_ENV
+from procgen_rl.layout import spread_over_hosts
+from procgen_rl.runtime import ray_nodes
 
-BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 CONTAINER_BASE = Path("/opt/ml")
 RUN_SUBDIR = Path("output/data/run")  # the run directory: events, config.yaml, steps_by_host.json
 CHECKPOINTS_SUBDIR = Path("checkpoints")
+EXPERIMENTS_DIR = Path("experiments")  # relative to the working directory: /opt/ml/code in the image
 EXPERIMENT_KEY = "experiment"
-DEFAULT_EXPERIMENT = "experiments/ppo-8m.yaml"
+DEFAULT_EXPERIMENT = "ppo-8m.yaml"
 GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
 JOIN_TIMEOUT_S = 300  # hosts of one job start within seconds of each other; this is generous
-RUNNERS_PER_HOST = 1  # env runners each host takes when the job spans several hosts
 POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
 
 
@@ -79,26 +80,57 @@ class TrainingEnv:
         return self.base / "model"
 
 
+def experiment_path(name: str) -> Path:
+    """The file an `experiment` hyperparameter names: inside experiments/, nowhere else.
+
+    Accepts `smoke`, `smoke.yaml` and `experiments/smoke.yaml`. A job reads no other file, so an
+    error never quotes the content of a file that is not an experiment.
+    """
+    relative = Path(name).relative_to(EXPERIMENTS_DIR) if Path(name).parts[:1] == (EXPERIMENTS_DIR.name,) else Path(name)
+    if relative.is_absolute() or len(relative.parts) != 1 or relative.name.startswith("."):
+        raise ConfigError(f"hyperparameter {EXPERIMENT_KEY}: {name!r} is not a file in {EXPERIMENTS_DIR}/; "
+                          f"name one of the image's experiments, e.g. smoke.yaml")
+    return EXPERIMENTS_DIR / (relative.name if relative.suffix == ".yaml" else f"{relative.name}.yaml")
+
+
 def encode_hyperparameters(experiment_file: str, overrides: dict[str, Any]) -> dict[str, str]:
     """The job's hyperparameters: `experiment` (its path inside the image) + overrides, JSON-encoded.
 
     Only files under experiments/ are in the image; nothing else is uploaded with the job.
     """
-    if not Path(experiment_file).resolve().is_relative_to(Path("experiments").resolve()):
-        raise UserError(f"{experiment_file}: the image only holds experiments/*.yaml; put the file there "
-                        "and rebuild the image (make image-cpu / make image-gpu)")
+    if not Path(experiment_file).resolve().is_relative_to(EXPERIMENTS_DIR.resolve()):
+        raise UserError(f"{experiment_file}: the image only holds {EXPERIMENTS_DIR}/*.yaml; put the file there "
+                        "and rebuild the image")
     values = {EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides}
     return {key: json.dumps(value) for key, value in values.items()}
 
 
 def decode_hyperparameter(text: Any) -> Any:
-    """The SDK JSON-encodes each value ("\\"starpilot\\"", "8000000"); the console sends plain text."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    """The SDK JSON-encodes each value ("\\"starpilot\\"", "8000000"), a client that encodes it
+    again sends it twice encoded; the console sends plain text. All three give the value."""
+    while isinstance(text, str):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if decoded == text:
+            return decoded
+        text = decoded
+    return text
+
+
+def job_experiment(hyperparameters: dict[str, Any], hosts: int) -> tuple[Experiment, int]:
+    """The job's experiment, resolved once per host, and the env runner slots each host offers.
+
+    `experiment` names the file; every other hyperparameter overrides a value. With several hosts
+    the env runners spread over all of them (procgen_rl.layout). The host-side launchers call
+    this too, so a job is checked, and means the same, before it starts.
+    """
+    overrides = dict(hyperparameters)
+    path = experiment_path(str(overrides.pop(EXPERIMENT_KEY, DEFAULT_EXPERIMENT)))
+    experiment = load_experiment(path, overrides, override_source="hyperparameter")
+    slots = spread_over_hosts(experiment, hosts, overrides, f"{hosts} hosts") if hosts > 1 else 1
+    return experiment, slots
 
 
 def all_hosts(resource_config: dict) -> tuple[str, ...]:
@@ -119,29 +151,36 @@ def head_host(resource_config: dict) -> str:
 
 
 def base_dir() -> Path:
-    return Path(os.environ.get(BASE_DIR_ENV, CONTAINER_BASE))
+    return Path(os.environ.get(envvars.SAGEMAKER_BASE_DIR, CONTAINER_BASE))
+
+
+def read_json_object(path: Path, required: bool = True) -> dict[str, Any]:
+    """A SageMaker config file as a mapping, or one line naming the file and what is wrong."""
+    if not path.is_file() and not required:
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: unreadable ({err.strerror}); is this running as a SageMaker training job?") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}: not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def read_training_env() -> TrainingEnv:
     base = base_dir()
     config_dir = base / "input" / "config"
-    try:
-        resources = json.loads((config_dir / "resourceconfig.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{config_dir / 'resourceconfig.json'}: unreadable ({err}); "
-                          "is this running as a SageMaker training job?") from None
-    hyperparameters_file = config_dir / "hyperparameters.json"
-    raw = json.loads(hyperparameters_file.read_text()) if hyperparameters_file.is_file() else {}
+    resources = read_json_object(config_dir / "resourceconfig.json")
+    raw = read_json_object(config_dir / "hyperparameters.json", required=False)
     hyperparameters = {k: decode_hyperparameter(v) for k, v in raw.items() if not k.startswith("sagemaker_")}
-    return TrainingEnv(base, hyperparameters, resources["current_host"], all_hosts(resources),
-                       head_host(resources))
-
-
-def experiment_from_hyperparameters(hyperparameters: dict[str, Any]) -> Experiment:
-    """The experiment named by `experiment` with every other hyperparameter as an override."""
-    overrides = dict(hyperparameters)
-    path = str(overrides.pop(EXPERIMENT_KEY, DEFAULT_EXPERIMENT))
-    return load_experiment(path, overrides, override_source="hyperparameter")
+    hosts = all_hosts(resources)
+    current = resources.get("current_host")
+    if not isinstance(current, str) or current not in hosts:
+        raise ConfigError(f"{config_dir / 'resourceconfig.json'}: current_host {current!r} is not one of its "
+                          f"hosts {list(hosts)}")
+    return TrainingEnv(base, hyperparameters, current, hosts, head_host(resources))
 
 
 def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) -> None:
@@ -156,25 +195,19 @@ def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) ->
     export_policy(checkpoint, env.model_path / POLICY_FILE)
 
 
-def train_head(env: TrainingEnv) -> None:
+def train_head(env: TrainingEnv, experiment: Experiment, slots: int) -> None:
+    """Write the run's config.yaml, start the Ray head of a multi-host job, train, export the model."""
     from procgen_rl.run_dir import RunDir
-    from procgen_rl.trainer import init_ray, train, wait_for_nodes
+    from procgen_rl.trainer import train
 
-    experiment = experiment_from_hyperparameters(env.hyperparameters)
-    if len(env.hosts) > 1:
-        if "resources.num_env_runners" not in env.hyperparameters:
-            experiment.resources.num_env_runners = RUNNERS_PER_HOST * len(env.hosts)
-        experiment.resources.spread_env_runners = True
-        validate(experiment, "hyperparameters", {})
-        ray_cluster.start_head(slots=RUNNERS_PER_HOST)
-        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{ray_cluster.RAY_PORT}"
-        init_ray(experiment)
-        wait_for_nodes(len(env.hosts), JOIN_TIMEOUT_S)
     run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
+    run.write_config(experiment)
+    if len(env.hosts) > 1:
+        ray_nodes.start_head(slots)
     checkpoint = run.latest_checkpoint()
     if checkpoint:
         print(f"resuming from {checkpoint} (SageMaker restored /opt/ml/checkpoints)", flush=True)
-    outcome = train(experiment, run, resume=checkpoint is not None)
+    outcome = train(experiment, run, resume=checkpoint is not None, nodes=len(env.hosts))
     export_model(env, Path(outcome.checkpoint), run.config_path)
     print(f"model exported to {env.model_path}", flush=True)
 
@@ -184,14 +217,15 @@ def main() -> int:
     env = None
     try:
         env = read_training_env()
-        os.environ[HOST_LABEL_ENV] = env.current_host  # inherited by this host's Ray workers
+        os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
         print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
+        experiment, slots = job_experiment(env.hyperparameters, len(env.hosts))
         if len(env.hosts) > 1:
-            ray_cluster.require_auth_token()
+            ray_nodes.require_auth_token()
         if env.is_head:
-            train_head(env)
+            train_head(env, experiment, slots)
         else:
-            ray_cluster.join(env.head_host, RUNNERS_PER_HOST, JOIN_TIMEOUT_S)
+            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
         return 0
     except UserError as err:
         reason, code = f"error: {err}", 2

@@ -28,21 +28,22 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from procgen_rl import __version__
-from procgen_rl.docker_engine import check_docker
+from procgen_rl import __version__, envvars
 from procgen_rl.errors import UserError
-from procgen_rl.launch import SDK_CONFIG, estimator_arguments, import_estimator, import_sdk, unpack
-from procgen_rl.ray_cluster import AUTH_TOKEN_ENV
+from procgen_rl.launchers import Job, check_buildable
+from procgen_rl.launchers.docker_engine import build_command, check_docker
+from procgen_rl.launchers.sagemaker_sdk import (SDK_CONFIG, estimator_arguments, import_estimator, import_sdk,
+                                                resolved_in_job, unpack)
 from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX
-from procgen_rl.sagemaker import CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
+from procgen_rl.runtime.sagemaker import CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
 
-ROLE_ENV = "SAGEMAKER_ROLE"
-BUCKET_ENV = "SAGEMAKER_BUCKET"
-REGISTRY_ENV = "PROCGEN_RL_REGISTRY"
+ROLE_ENV = envvars.SAGEMAKER_ROLE
+BUCKET_ENV = envvars.SAGEMAKER_BUCKET
+REGISTRY_ENV = envvars.REGISTRY
 DEFAULT_PREFIX = "procgen-rl"
 DEFAULT_REPOSITORY = "procgen-rl"
 DEFAULT_MAX_RUN_S = 24 * 3600
@@ -146,7 +147,7 @@ def aws_session(region: str | None = None, profile: str | None = None) -> Any:
     from botocore.exceptions import ProfileNotFound
 
     try:
-        session = boto3.Session(profile_name=profile, region_name=region or os.environ.get("AWS_REGION"))
+        session = boto3.Session(profile_name=profile, region_name=region or os.environ.get(envvars.AWS_REGION))
     except ProfileNotFound as err:
         raise UserError(f"--profile or AWS_PROFILE: {err}") from None
     if not session.region_name:
@@ -236,7 +237,7 @@ def push_image(session: Any, image: str, remote: str, repository: str, auth: dic
 
 def estimator_kwargs(spec: JobSpec, image_uri: str, role: str, common: dict[str, Any]) -> dict[str, Any]:
     """The Estimator's arguments for this job (the SDK turns them into CreateTrainingJob);
-    `common` is `launch.estimator_arguments`: hyperparameters, environment, no profiler."""
+    `common` is `sagemaker_sdk.estimator_arguments`: hyperparameters, environment, no profiler."""
     import_sdk()
     from sagemaker.debugger import TensorBoardOutputConfig
     from sagemaker.instance_group import InstanceGroup as SdkInstanceGroup
@@ -306,8 +307,8 @@ def start_job(spec: JobSpec, kwargs: dict[str, Any], session: Any, wait: bool = 
 def redacted(request: dict[str, Any]) -> dict[str, Any]:
     """The request without the job's Ray token, for printing."""
     environment = dict(request.get("Environment", {}))
-    if AUTH_TOKEN_ENV in environment:
-        environment[AUTH_TOKEN_ENV] = "<random, not shown>"
+    if envvars.RAY_AUTH_TOKEN in environment:
+        environment[envvars.RAY_AUTH_TOKEN] = "<random, not shown>"
     return {**request, "Environment": environment} if environment else request
 
 
@@ -329,33 +330,62 @@ def plan_job(experiment_name: str, groups: tuple[InstanceGroup, ...], bucket: st
                    {"project": "procgen-rl", "experiment": experiment_name, **(tags or {})})
 
 
-def train_in_cloud(experiment_file: str, experiment_name: str, overrides: dict[str, Any],
-                   groups: tuple[InstanceGroup, ...], *, region: str | None = None, profile: str | None = None,
-                   role: str | None = None, bucket: str | None = None, image: str | None = None,
-                   repository: str = DEFAULT_REPOSITORY, registry: str | None = None, wait: bool = False,
-                   dry_run: bool = False, **plan: Any) -> tuple[JobSpec, dict[str, Any]]:
+@dataclass(frozen=True)
+class CloudOptions:
+    """How and where the job runs: `procgen-rl cloud train`'s flags."""
+
+    groups: tuple[InstanceGroup, ...]
+    region: str | None = None
+    profile: str | None = None
+    role: str | None = None
+    bucket: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    spot: bool = True
+    max_run: int = DEFAULT_MAX_RUN_S
+    max_wait: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    image: str | None = None
+    repository: str = DEFAULT_REPOSITORY
+    registry: str | None = None
+    wait: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The started (or, on a dry run, described) job and its CreateTrainingJob request."""
+
+    spec: JobSpec
+    request: dict[str, Any]
+
+
+def launch(job: Job, options: CloudOptions) -> Submitted:
     """Check the configuration, push the image (not on a dry run), start the job.
 
-    `plan` is `plan_job`'s keywords. Returns the job and its CreateTrainingJob request.
     Configuration errors come first, before Docker or AWS is asked anything.
     """
-    common = estimator_arguments(experiment_file, overrides)
-    role = required(role, "--role", ROLE_ENV, "SageMaker execution role (ARN or name)")
-    spec = plan_job(experiment_name, groups, required(bucket, "--bucket", BUCKET_ENV, "S3 bucket for "
-                                                      "checkpoints and output"), **plan)
-    session = aws_session(region, profile)
+    common = estimator_arguments(job.experiment_file, job.overrides)
+    hosts = sum(group.count for group in options.groups)
+    check_buildable(resolved_in_job(job.experiment_file, job.overrides, hosts))
+    role = required(options.role, "--role", ROLE_ENV, "SageMaker execution role (ARN or name)")
+    bucket = required(options.bucket, "--bucket", BUCKET_ENV, "S3 bucket for checkpoints and output")
+    spec = plan_job(job.experiment.name, options.groups, bucket, prefix=options.prefix, spot=options.spot,
+                    max_run=options.max_run, max_wait=options.max_wait, tags=options.tags, name=options.name)
+    session = aws_session(options.region, options.profile)
     with aws_errors():
         check_bucket(session, spec.bucket)
-    image = image or local_image(spec.variant)
-    check_docker(image, f"make image-{spec.variant}", hint=" (the image is pushed from it)")
+    image = options.image or local_image(spec.variant)
+    check_docker(image, build_command(spec.variant), hint=" (the image is pushed from it)")
     with aws_errors():
-        remote, auth = remote_image(session, image, repository, registry or os.environ.get(REGISTRY_ENV))
-        if not dry_run:
-            push_image(session, image, remote, repository, auth)
+        registry = options.registry or os.environ.get(REGISTRY_ENV)
+        remote, auth = remote_image(session, image, options.repository, registry)
+        if not options.dry_run:
+            push_image(session, image, remote, options.repository, auth)
         kwargs = estimator_kwargs(spec, remote, role, common)
-        if not dry_run:
+        if not options.dry_run:
             print(f"starting training job {spec.summary}\nrun: {spec.run_uri}", flush=True)
-        return spec, start_job(spec, kwargs, session, wait=wait, dry_run=dry_run)
+        return Submitted(spec, start_job(spec, kwargs, session, wait=options.wait, dry_run=options.dry_run))
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ about two minutes later. As PID 1, the toolkit's `train` would ignore SIGTERM (a
 a handler ignores it there) and never pass it on, so training died without a checkpoint. Here
 SIGTERM/SIGINT go to the process running $SAGEMAKER_PROGRAM, which finishes its iteration,
 checkpoints and exits; the toolkit then exits with it. Other commands get the signal directly.
-Usage (the image's ENTRYPOINT): python -m procgen_rl.container_init COMMAND...
+Usage (the image's ENTRYPOINT): python -m procgen_rl.runtime.container_init COMMAND...
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from procgen_rl import envvars
 
 
 def training_script_pids(program: str) -> list[int]:
@@ -33,7 +35,7 @@ def training_script_pids(program: str) -> list[int]:
 
 def main() -> int:
     child = subprocess.Popen(sys.argv[1:] or ["train"])
-    program = os.environ.get("SAGEMAKER_PROGRAM", "")
+    program = os.environ.get(envvars.SAGEMAKER_PROGRAM, "")
 
     def forward(signum: int, frame: object) -> None:
         for pid in (program and training_script_pids(program)) or [child.pid]:

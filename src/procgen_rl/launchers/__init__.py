@@ -1,0 +1,109 @@
+"""Host-side launchers: they choose where Ray runs and where paths point; training is the same.
+
+    native     this process trains (procgen_rl.trainer)
+    compose    a Ray head container trains, worker containers of the same image sample
+    sagemaker  SageMaker local mode: the job SageMaker would run, on this machine's Docker
+    cloud      a SageMaker training job in AWS (`procgen-rl cloud train`, procgen_rl.launchers.cloud)
+
+Every backend module has `launch(job, options) -> Outcome`. The CLI resolves the experiment
+once into a `Job`; a backend may place the env runners on its hosts (procgen_rl.layout), then
+writes the run's config.yaml, which is what every trainer of the run reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from procgen_rl import __version__
+from procgen_rl.config import Experiment
+from procgen_rl.errors import UserError
+from procgen_rl.run_dir import LOCK_FILE, RunDir
+
+BACKENDS = ("native", "compose", "sagemaker")
+DEFAULT_IMAGE = f"procgen-rl:{__version__}-cpu"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run as the user asked for it, resolved and checked."""
+
+    experiment: Experiment  # the YAML with every override applied, validated
+    experiment_file: str  # as given: the SageMaker backends name it to the image
+    overrides: dict[str, Any]  # the user's explicit --set values, by dotted key
+    run: RunDir | None  # the run on this machine; None for a cloud job (its run lives in S3)
+    resume: bool = False
+
+    @property
+    def local_run(self) -> RunDir:
+        """The run directory of a backend that trains on this machine."""
+        if self.run is None:
+            raise ValueError("this job has no local run directory")  # a launcher bug, not user input
+        return self.run
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Where the containers come from and how many there are (ignored by native)."""
+
+    image: str = DEFAULT_IMAGE
+    workers: int = 2  # compose: worker containers
+    instances: int = 1  # sagemaker: hosts of the local job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a finished run is, read from its stopped.json: any backend, the same summary."""
+
+    run: RunDir
+    stopped: dict[str, Any] = field(default_factory=dict)
+    model: Path | None = None  # sagemaker: the job's model directory (a run `rollout` reads)
+
+    @classmethod
+    def of(cls, run: RunDir, model: Path | None = None) -> Outcome:
+        return cls(run, json.loads(run.stopped_path.read_text()), model)
+
+
+def resolve_backend(name: str) -> str:
+    """`auto`: compose when a Docker engine answers, else native, said in one line."""
+    if name != "auto":
+        return name
+    from procgen_rl.launchers.docker_engine import docker_answers
+
+    if docker_answers():
+        return "compose"
+    print("no Docker engine answers (docker info): training natively in this process", flush=True)
+    return "native"
+
+
+def check_buildable(experiment: Experiment) -> None:
+    """Resolve the algorithm, model and callbacks and sample one frame with the model, here, so a
+    launch into containers fails in one line before anything starts there."""
+    from procgen_rl.trainer import build_algorithm_config
+
+    build_algorithm_config(experiment)
+
+
+def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
+    """Run `job` on `backend`. A start that fails on the user's input leaves the run as it was:
+    a new run directory holding nothing but its config is removed, a resumed run gets its
+    previous config.yaml back."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; available: auto, {', '.join(BACKENDS)}")
+    module = importlib.import_module(f"procgen_rl.launchers.{'sagemaker_local' if backend == 'sagemaker' else backend}")
+    run = job.local_run
+    created = not run.path.exists()
+    previous_config = run.config_path.read_text() if job.resume else None
+    try:
+        outcome: Outcome = module.launch(job, options)
+        return outcome
+    except UserError:
+        if created and run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {run.config_path.name, LOCK_FILE}:
+            shutil.rmtree(run.path, ignore_errors=True)
+        if previous_config is not None:
+            run.config_path.write_text(previous_config)
+        raise

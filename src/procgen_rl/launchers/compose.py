@@ -1,0 +1,145 @@
+"""The compose backend: a Ray head container and WORKERS CPU worker containers on this machine.
+
+docker/docker-compose.yml defines the nodes; this module fills in its variables and drives
+`docker compose` (v2, or v1's `docker-compose`). The head trains the run directory the host
+prepared (its config.yaml, mounted at the same path); env runners ask for `env_runner_slot`
+resources that only the workers offer (the head offers them when WORKERS=0), so sampling
+spreads over the workers.
+
+    launch  up -> follow the logs until the head exits -> down (always, also on failure)
+    up      a head that waits for drivers, plus workers; `down` and `logs` manage it
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from procgen_rl import envvars
+from procgen_rl.config import Experiment
+from procgen_rl.errors import UserError
+from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
+from procgen_rl.launchers.docker_engine import check_docker
+from procgen_rl.layout import spread_over_hosts
+from procgen_rl.runtime.ray_nodes import CLIENT_PORT
+from procgen_rl.signals import TwoStageStop
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = PROJECT_DIR / "docker" / "docker-compose.yml"
+PROJECT_NAME = "procgen-rl"
+JOIN_TIMEOUT_S = 60  # a worker that cannot reach the head fails after this
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) where installed, else the standalone v1 `docker-compose`."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise UserError("neither `docker compose` (v2) nor `docker-compose` (v1) is installed")
+
+
+class Cluster:
+    """One compose project: the variables docker-compose.yml needs, and the commands on it."""
+
+    def __init__(self, image: str, workers: int, worker_slots: int = 1, head_slots: int = 0,
+                 run: Path | None = None) -> None:
+        """`run`: the run directory the head trains (absolute, under RESULTS_DIR); None: wait for drivers."""
+        if not COMPOSE_FILE.is_file():
+            raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
+        self.results = Path(os.environ.get(envvars.RESULTS_DIR, "results")).resolve()
+        self.workers = workers
+        self.command = [*compose_command(), "-p", PROJECT_NAME, "-f", str(COMPOSE_FILE)]
+        self.env = {
+            **os.environ,
+            envvars.IMAGE: image,
+            "HOST_UID": str(os.getuid()),
+            "HOST_GID": str(os.getgid()),
+            "PROJECT_DIR": str(PROJECT_DIR),
+            envvars.RESULTS_DIR: str(self.results),
+            envvars.RAY_AUTH_TOKEN: secrets.token_hex(16),
+            "HEAD_SLOTS": str(head_slots),
+            "WORKER_SLOTS": str(worker_slots),
+            "JOIN_TIMEOUT_S": str(JOIN_TIMEOUT_S),
+            envvars.HEAD_RUN: str(run) if run else "",
+            "RAY_CLIENT_PORT": str(CLIENT_PORT),
+        }
+
+    def compose(self, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.command, *args], env=self.env, check=check, **kwargs)
+
+    def quietly(self, *args: str) -> None:
+        """A compose command whose progress lines only matter when it fails."""
+        result = self.compose(*args, check=False, capture_output=True, text=True)
+        if result.returncode:
+            raise UserError(f"`docker compose {' '.join(args)}` failed: {result.stderr.strip()[-2000:]}")
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service, capture_output=True, text=True).stdout.split()[0]
+
+    def is_up(self) -> bool:
+        return bool(self.compose("ps", "-q", capture_output=True, text=True, check=False).stdout.strip())
+
+    def up(self) -> None:
+        if self.is_up():
+            raise UserError(f"a compose cluster ({PROJECT_NAME}) is already up: `procgen-rl cluster down` first")
+        self.results.mkdir(parents=True, exist_ok=True)  # by the host user, before Docker would (as root)
+        self.quietly("up", "--detach", "--scale", f"ray-worker={self.workers}")
+
+    def down(self, timeout_s: int = 10) -> None:
+        self.quietly("down", "--timeout", str(timeout_s))
+
+    def run_driver(self) -> int:
+        """Follow every node's log until the head (and its training) exits; its exit code.
+
+        The first Ctrl-C / SIGTERM asks the head to stop gracefully (it checkpoints); a second
+        one removes the containers and exits at once.
+        """
+        head = self.container("ray-head")
+        logs = subprocess.Popen([*self.command, "logs", "--follow", "--no-color"], env=self.env)
+
+        def stop_head(name: str) -> None:
+            print(f"\n{name}: stopping the training after this iteration (again to stop at once)", flush=True)
+            subprocess.run(["docker", "kill", "--signal", "TERM", head], capture_output=True)
+
+        try:
+            with TwoStageStop(stop_head, on_second=lambda: self.down(timeout_s=0)):
+                waited = subprocess.run(["docker", "wait", head], capture_output=True, text=True, check=True)
+            return int(waited.stdout.strip())
+        finally:
+            logs.terminate()
+
+
+def cluster_slots(experiment: Experiment, workers: int, overrides: Mapping[str, Any]) -> tuple[int, int]:
+    """(head slots, slots per worker): runners go to the workers, or to the head when there are none."""
+    if workers == 0:
+        return max(1, experiment.resources.num_env_runners), 0
+    return 0, spread_over_hosts(experiment, workers, overrides, f"--workers {workers}")
+
+
+def launch(job: Job, options: LaunchOptions) -> Outcome:
+    """Train on a fresh cluster: up, the head trains the run directory, down."""
+    if options.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {options.workers}")
+    head_slots, worker_slots = cluster_slots(job.experiment, options.workers, job.overrides)
+    check_buildable(job.experiment)
+    check_docker(options.image)
+    job.local_run.write_config(job.experiment)
+    cluster = Cluster(options.image, options.workers, worker_slots, head_slots, run=job.local_run.path.resolve())
+    cluster.up()
+    try:
+        print(f"compose cluster: ray-head + {options.workers} ray-worker container(s); "
+              f"{job.experiment.resources.num_env_runners} env runner(s)", flush=True)
+        code = cluster.run_driver()
+    finally:
+        cluster.down()
+    if code:
+        raise UserError(f"training on the compose cluster ended with exit code {code} (log above); "
+                        f"`procgen-rl train --resume {job.local_run.path} --backend compose` continues it "
+                        "from its last checkpoint")
+    return Outcome.of(job.local_run)

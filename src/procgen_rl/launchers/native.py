@@ -1,0 +1,26 @@
+"""The native backend: this process trains, on a local Ray it starts (or RAY_ADDRESS's cluster)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from procgen_rl import envvars
+from procgen_rl.launchers import Job, LaunchOptions, Outcome
+
+
+def local_ray_token() -> None:
+    """A local Ray of this run's own, with token auth and a fresh token: nothing goes to ~/.ray.
+    Ray reads these when it is imported, so this runs before the trainer imports it."""
+    if not os.environ.get(envvars.RAY_ADDRESS):
+        os.environ.setdefault(envvars.RAY_AUTH_TOKEN, secrets.token_hex(16))
+        os.environ.setdefault(envvars.RAY_AUTH_MODE, "token")
+
+
+def launch(job: Job, options: LaunchOptions) -> Outcome:
+    local_ray_token()
+    from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
+
+    job.local_run.write_config(job.experiment)
+    train(job.experiment, job.local_run, job.resume)
+    return Outcome.of(job.local_run)
