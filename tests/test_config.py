@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from procgen_rl import registry
 from procgen_rl.config import (
     GIB, Experiment, Range, apply_overrides, check_memory, estimate_memory, experiment_from_dict, load_experiment,
     parse_set_args, save_experiment, sections, settings,
 )
 from procgen_rl.errors import ConfigError
-from procgen_rl import registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,10 +116,11 @@ def test_out_of_range_values_name_source_key_value_and_range(key, value, message
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"env_config.start_level": 2**31 - 100}, "--set env_config.start_level: start_level + num_levels = "
-     "2147483548 + 200 must be at most 2147483647 (Procgen level seeds are 31-bit)"),
-    ({"seed": 2**30}, "--set seed: 1073741824 gives env seeds beyond 2147483647 with 32 envs per runner and 2 "
-     "runners; at most 67108861 here"),
+    ({"env_config.start_level": 2**31 - 100}, ("--set env_config.start_level: start_level + num_levels = "
+                                               "2147483548 + 200 must be at most 2147483647 (Procgen level seeds "
+                                               "are 31-bit)")),
+    ({"seed": 2**30}, ("--set seed: 1073741824 gives env seeds beyond 2147483647 with 32 envs per runner and 2 "
+                       "runners; at most 67108861 here")),
 ])
 def test_rules_across_settings(overrides, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):

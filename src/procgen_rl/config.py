@@ -108,10 +108,11 @@ class EnvConfig:
     start_level: int = setting(
         0, f"seed of the first level; start_level + num_levels must be at most {INT32_MAX}", Range(0, INT32_MAX))
     distribution_mode: str = setting(
-        "easy", "level variant; memory and exploration exist only in some games (the error lists them)",
+        "easy", "level variant; " + "; ".join(f"{mode} only in {', '.join(sorted(games))}"
+                                              for mode, games in MODE_GAMES.items()),
         OneOf(tuple(DISTRIBUTION_MODES), "distribution mode"))
     use_sequential_levels: bool = setting(
-        False, "after a completed level go on to the next seed, instead of sampling a new level")
+        False, "completing a level does not end the episode: the next level's seed follows from this one's")
     center_agent: bool = setting(True, "center the view on the agent; false shows the whole level")
     use_backgrounds: bool = setting(True, "draw the designed backgrounds; false draws plain black")
     restrict_themes: bool = setting(False, "games with several asset themes use only one")
@@ -175,7 +176,7 @@ class ResourcesConfig:
     """How the work is spread; launchers change these, the learning math does not change."""
 
     num_env_runners: int = setting(
-        0, "remote sampling actors, each with num_envs / num_env_runners envs; 0 samples in the driver",
+        0, "remote sampling actors; must divide algorithm.num_envs; 0 samples in the driver process",
         Range(0, MAX_ACTORS))
     num_cpus_per_env_runner: int = setting(1, "CPUs Ray reserves for each env runner", Range(0, MAX_ACTORS))
     num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
@@ -188,7 +189,8 @@ class ResourcesConfig:
 
 @dataclass
 class StopConfig:
-    """Training ends at whichever limit comes first; 0 disables a limit. Limits count across resumes."""
+    """Training ends at whichever limit comes first; 0 disables a limit, and at least one must be set.
+    Limits count across resumes."""
 
     timesteps_total: int = setting(8_000_000, "env steps sampled; 0 = no limit", Range(0))
     time_total_s: float = setting(
@@ -251,10 +253,9 @@ def sections(cls: type = Experiment, prefix: str = "") -> Iterator[tuple[str, ty
 
 def settings(cls: type) -> list[Setting]:
     """The leaf fields of one section (nested sections left out), in declaration order."""
-    hints = typing.get_type_hints(cls)
+    hints, defaults = typing.get_type_hints(cls), cls()
     return [
-        Setting(f.name, hints[f.name], f.default_factory() if f.default is dataclasses.MISSING else f.default,
-                f.metadata["doc"], f.metadata["allowed"])
+        Setting(f.name, hints[f.name], getattr(defaults, f.name), f.metadata["doc"], f.metadata["allowed"])
         for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])
     ]
 
@@ -337,7 +338,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
     """Set `a.b.c` in a nested mapping, creating levels; free-form dicts take any sub-key."""
     parts = dotted_key.split(".")
-    node, cls = raw, Experiment
+    node = raw
+    cls: type | None = Experiment
     for i, part in enumerate(parts[:-1]):
         if cls is not None:
             hints = typing.get_type_hints(cls)
@@ -345,7 +347,7 @@ def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
                 allowed = ", ".join(f.name for f in dataclasses.fields(cls))
                 raise ConfigError(f"{source}: unknown key '{'.'.join(parts[:i + 1])}'; allowed: {allowed}")
             hint = hints[part]
-            cls = hint if dataclasses.is_dataclass(hint) else None
+            cls = hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
             if cls is None and hint is not dict:
                 raise ConfigError(f"{source}: '{'.'.join(parts[:i + 1])}' takes no sub-keys")
         child = node.setdefault(part, {})
