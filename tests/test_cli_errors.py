@@ -138,3 +138,23 @@ def test_resume_with_bad_override_keeps_files(tmp_path):
 def test_help_lists_commands():
     result = run_cli("--help", timeout=60)
     assert result.returncode == 0 and "train" in result.stdout and "rollout" in result.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train", PPO, "--set", "algorithm.num_envs=1e9"],
+     ["--set algorithm.num_envs: must be in [1, 65536], got 1000000000"]),
+    (["train", PPO, "--set", "env_config.start_level=2147483600"],
+     ["--set env_config.start_level: start_level + num_levels = 2147483600 + 200 must be at most 2147483647"]),
+    (["train", PPO, "--set", "checkpoint.keep=-1"], ["--set checkpoint.keep: must be >= 0, got -1"]),
+    (["train", PPO, "--set", "algorithm.max_grad_norm=-0.5"], ["--set algorithm.max_grad_norm: must be > 0, got -0.5"]),
+    (["train", PPO, "--set", "name=../x"], ["--set name: '../x' is not a safe run name"]),
+    (["train", "{tmp}/empty.yaml"], ["{tmp}/empty.yaml: empty (no settings"]),
+    (["train", "{tmp}/binary.yaml"], ["{tmp}/binary.yaml: not a text file"]),
+])
+def test_out_of_range_settings_and_bad_files_fail_before_ray(tmp_path, args, fragments):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    result = run_cli(*(arg.format(tmp=tmp_path) for arg in args), timeout=120,
+                     env={"RESULTS_DIR": str(tmp_path / "results")})
+    assert_one_line_error(result, *(fragment.format(tmp=tmp_path) for fragment in fragments))
+    assert not (tmp_path / "results").exists()

@@ -1,7 +1,10 @@
 """The experiment: one typed config, filled the same way from YAML, `--set` and hyperparameters.
 
-Every value passes through `coerce`, so "8e6", 8000000 and 8e6 all become the int 8000000, and
-every error names where the value came from (file or `--set`), the key, and what is allowed.
+Each field is declared with `setting(default, doc, allowed)`, so its doc and its allowed values sit
+next to it: `validate` checks every value against them, and docs/configuration.md is generated from
+them (`python -m procgen_rl.config_reference`). Every value passes through `coerce`, so "8e6",
+8000000 and 8e6 all become the int 8000000, and every error names where the value came from (file,
+`--set` or hyperparameter), the key, the value and what is allowed.
 Nothing here imports Ray, torch or envpool.
 """
 
@@ -9,70 +12,162 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import re
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from procgen_rl.errors import ConfigError
-from procgen_rl.procgen import DISTRIBUTION_MODES, GAMES, MODE_GAMES
+from procgen_rl.procgen import DISTRIBUTION_MODES, FRAME_SHAPE, GAMES, MODE_GAMES
+
+INT32_MAX = 2**31 - 1  # Procgen and envpool take level seeds and env seeds as C++ ints
+# Far above any one learner's batch: the bound only catches typos; `check_memory` sizes real runs.
+MAX_ENVS = 2**16
+MAX_STEPS = 2**16
+MAX_ACTORS = 1024  # env runners or learners: more than any cluster this harness launches
+LEARNER_DEVICES = ("auto", "cpu", "cuda")
+# The Ray custom resource a launcher gives each host (N units = N env runners there), so that
+# with `spread_env_runners` sampling spreads over all hosts instead of packing onto the first.
+ENV_RUNNER_SLOT = "env_runner_slot"
+
+
+class Allowed(Protocol):
+    """The values a setting accepts: `str()` describes them for the docs, `problem` checks one."""
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is refused, or None when it is allowed."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from `low` to `high` (None: no upper bound); `low_open` excludes `low` itself."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"{'(' if self.low_open else '['}{self.low}, {self.high}]"
+
+    def problem(self, value: float) -> str | None:
+        too_low = value <= self.low if self.low_open else value < self.low
+        if too_low or (self.high is not None and value > self.high):
+            return f"must be {'in ' if self.high is not None else ''}{self}, got {value}"
+        return None
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of names; `noun` says what they are in errors ("unknown game 'pong'")."""
+
+    choices: tuple[str, ...]
+    noun: str
+
+    def __str__(self) -> str:
+        return ", ".join(self.choices)
+
+    def problem(self, value: str) -> str | None:
+        return None if value in self.choices else f"unknown {self.noun} {value!r}; allowed: {self}"
+
+
+class RunName:
+    """A name that is safe as one directory name, since a run's directory is named after it."""
+
+    pattern = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+    def __str__(self) -> str:
+        return "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
+
+    def problem(self, value: str) -> str | None:
+        return None if self.pattern.fullmatch(value) else f"{value!r} is not a safe run name; allowed: {self}"
+
+
+def setting(default: Any, doc: str, allowed: Allowed | None = None) -> Any:
+    """A config field with its one-line doc and the values `validate` allows (None: any value of
+    its type); docs/configuration.md is generated from these."""
+    metadata = {"doc": doc, "allowed": allowed}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class EnvConfig:
     """Procgen options, named as in procgen's README, plus an optional frame stack."""
 
-    env_name: str = "coinrun"  # one of the 16 games
-    num_levels: int = 200  # unique training levels; 0 = unlimited
-    start_level: int = 0  # seed of the first level
-    distribution_mode: str = "easy"  # easy | hard | extreme | memory | exploration
-    use_sequential_levels: bool = False  # next level on success instead of a fresh sample
-    center_agent: bool = True
-    use_backgrounds: bool = True
-    restrict_themes: bool = False
-    use_monochrome_assets: bool = False
-    paint_vel_info: bool = False
-    use_generated_assets: bool = False
-    frame_stack: int = 1  # frames stacked along channels; 1 = none
+    env_name: str = setting("coinrun", "the Procgen game", OneOf(GAMES, "game"))
+    num_levels: int = setting(200, "unique training levels; 0 = unlimited", Range(0, INT32_MAX))
+    start_level: int = setting(
+        0, f"seed of the first level; start_level + num_levels must be at most {INT32_MAX}", Range(0, INT32_MAX))
+    distribution_mode: str = setting(
+        "easy", "level variant; " + "; ".join(f"{mode} only in {', '.join(sorted(games))}"
+                                              for mode, games in MODE_GAMES.items()),
+        OneOf(tuple(DISTRIBUTION_MODES), "distribution mode"))
+    use_sequential_levels: bool = setting(
+        False, "completing a level does not end the episode: the next level's seed follows from this one's")
+    center_agent: bool = setting(True, "center the view on the agent; false shows the whole level")
+    use_backgrounds: bool = setting(True, "draw the designed backgrounds; false draws plain black")
+    restrict_themes: bool = setting(False, "games with several asset themes use only one")
+    use_monochrome_assets: bool = setting(False, "monochrome rectangles instead of the designed assets")
+    paint_vel_info: bool = setting(False, "paint the player's velocity in the top-left corner (some games)")
+    use_generated_assets: bool = setting(False, "randomly generated assets instead of the designed ones")
+    frame_stack: int = setting(1, "frames stacked along the channels; 1 = none", Range(1, 16))
 
 
 @dataclass
 class ModelConfig:
-    """Which RLModule to build; `custom_model` is a registered name or `package.module:Class`."""
+    """Which RLModule to build, and its options."""
 
-    custom_model: str = "impala_cnn"
-    custom_model_config: dict = field(default_factory=dict)  # passed to the model as-is
+    custom_model: str = setting(
+        "impala_cnn", "a model in procgen_rl/models/ (impala_cnn) or package.module:Class, an RLlib "
+        "TorchRLModule; checked when the algorithm is built, before Ray starts")
+    custom_model_config: dict = setting(
+        {}, "passed to the model as-is; impala_cnn takes depths ([16, 32, 32]), hidden (256) and "
+        "precision (fp32 or bf16)")
 
 
 @dataclass
 class AlgorithmConfig:
     """Hyperparameters, named as in the Procgen paper and CleanRL; defaults are the paper's PPO."""
 
-    name: str = "PPO"  # PPO | APPO | IMPALA | package.module:ConfigClass
-    learning_rate: float = 5e-4
-    gamma: float = 0.999
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2  # PPO/APPO surrogate clip range
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    update_epochs: int = 3  # passes over each batch
-    num_minibatches: int = 8  # per epoch
-    num_envs: int = 64  # environments in total, split evenly over the env runners
-    num_steps: int = 256  # steps per environment per rollout
-    normalize_reward: bool = True  # scale rewards by a running std of discounted returns
-    rllib: dict = field(default_factory=dict)  # extra AlgorithmConfig calls: {section: {arg: value}}
+    name: str = setting(
+        "PPO", "PPO, APPO, IMPALA or package.module:ConfigClass, an RLlib AlgorithmConfig; checked when the "
+        "algorithm is built, before Ray starts")
+    learning_rate: float = setting(5e-4, "Adam step size", Range(0, 1, low_open=True))
+    gamma: float = setting(0.999, "discount factor", Range(0, 1, low_open=True))
+    gae_lambda: float = setting(0.95, "GAE lambda", Range(0, 1))
+    clip_coef: float = setting(
+        0.2, "PPO/APPO surrogate clip range; PPO clips the value change by it too", Range(0, 1, low_open=True))
+    ent_coef: float = setting(0.01, "weight of the entropy bonus in the loss", Range(0))
+    vf_coef: float = setting(0.5, "weight of the value loss (0.5 x squared error) in the loss", Range(0))
+    max_grad_norm: float = setting(0.5, "gradients are clipped to this global norm", Range(0, low_open=True))
+    update_epochs: int = setting(3, "passes over each batch", Range(1, 100))
+    num_minibatches: int = setting(8, "minibatches per epoch; must divide num_envs x num_steps", Range(1))
+    num_envs: int = setting(
+        64, "environments in total, split evenly over the env runners", Range(1, MAX_ENVS))
+    num_steps: int = setting(
+        256, "steps per environment per rollout; a batch is num_envs x num_steps", Range(1, MAX_STEPS))
+    normalize_reward: bool = setting(
+        True, "divide rewards by a running std of discounted returns (baselines' VecNormalize)")
+    rllib: dict = setting(
+        {}, "extra AlgorithmConfig calls, {section: {argument: value}}, applied after everything else")
 
     @property
     def train_batch_size(self) -> int:
-        """Env steps per training iteration: num_envs × num_steps."""
+        """Env steps per training iteration: num_envs x num_steps."""
         return self.num_envs * self.num_steps
 
     @property
     def minibatch_size(self) -> int:
+        """Env steps per gradient step: train_batch_size / num_minibatches."""
         return self.train_batch_size // self.num_minibatches
 
 
@@ -80,51 +175,93 @@ class AlgorithmConfig:
 class ResourcesConfig:
     """How the work is spread; launchers change these, the learning math does not change."""
 
-    num_env_runners: int = 0  # remote sampling actors; 0 samples in the driver process
-    num_cpus_per_env_runner: int = 1
-    num_learners: int = 0  # remote learners; 0 learns in the driver process
-    spread_env_runners: bool = False  # one env runner per unit of the hosts' "env_runner_slot" resource
-    learner_device: str = "auto"  # auto (GPU when visible) | cpu | cuda
+    num_env_runners: int = setting(
+        0, "remote sampling actors; must divide algorithm.num_envs; 0 samples in the driver process",
+        Range(0, MAX_ACTORS))
+    num_cpus_per_env_runner: int = setting(1, "CPUs Ray reserves for each env runner", Range(0, MAX_ACTORS))
+    num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
+    spread_env_runners: bool = setting(
+        False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers "
+        "set it)")
+    learner_device: str = setting(
+        "auto", "where the learner trains; auto = a GPU when one is visible", OneOf(LEARNER_DEVICES, "device"))
 
 
 @dataclass
 class StopConfig:
-    """Training ends at whichever limit comes first; 0 disables a limit. Limits count across resumes."""
+    """Training ends at whichever limit comes first; 0 disables a limit, and at least one must be set.
+    Limits count across resumes."""
 
-    timesteps_total: int = 8_000_000
-    time_total_s: float = 0.0  # no iteration starts that would end past it (at the last one's pace)
-    training_iteration: int = 0
+    timesteps_total: int = setting(8_000_000, "env steps sampled; 0 = no limit", Range(0))
+    time_total_s: float = setting(
+        0.0, "seconds of training; no iteration starts that would end past it (at the last one's pace); "
+        "0 = no limit", Range(0))
+    training_iteration: int = setting(0, "training iterations; 0 = no limit", Range(0))
 
 
 @dataclass
 class CheckpointConfig:
-    frequency: int = 10  # checkpoint every N iterations (and always at the end); 0 = end only
-    keep: int = 3  # most recent checkpoints kept; 0 = all
+    """When checkpoints are written and how many stay on disk."""
+
+    frequency: int = setting(10, "checkpoint every N iterations, and always at the end; 0 = at the end only",
+                             Range(0))
+    keep: int = setting(3, "most recent checkpoints kept; 0 = all", Range(0))
 
 
 @dataclass
 class Experiment:
     """A whole run: what to train, how, and when to stop."""
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = setting("experiment", "the run's name, which names its directory; default: the experiment "
+                        "file's name", RunName())
+    seed: int = setting(
+        0, "seeds Python, numpy, torch and the envs; each env's seed, (seed + runner index) x envs per runner + "
+        f"env index, must be at most {INT32_MAX}", Range(0, INT32_MAX))
     env_config: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    callbacks: list[str] = field(default_factory=list)  # extra callbacks: names or module:Class
+    callbacks: list[str] = setting([], "extra RLlib callbacks: names in procgen_rl/callbacks/ or package.module:Class")
 
     @property
     def num_envs_per_env_runner(self) -> int:
+        """Envs each env runner (or the driver, without runners) steps: num_envs / num_env_runners."""
         return self.algorithm.num_envs // max(1, self.resources.num_env_runners)
 
 
-LEARNER_DEVICES = ("auto", "cpu", "cuda")
-# The Ray custom resource a launcher gives each host (N units = N env runners there), so that
-# with `spread_env_runners` sampling spreads over all hosts instead of packing onto the first.
-ENV_RUNNER_SLOT = "env_runner_slot"
+@dataclass(frozen=True)
+class Setting:
+    """One leaf field of a config section, as the reference page lists it."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    allowed: Allowed | None
+
+
+def sections(cls: type = Experiment, prefix: str = "") -> Iterator[tuple[str, type]]:
+    """(dotted prefix, dataclass) for the experiment and each nested section, in declaration order."""
+    yield prefix, cls
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from sections(hints[f.name], dotted(prefix, f.name))
+
+
+def settings(cls: type) -> list[Setting]:
+    """The leaf fields of one section (nested sections left out), in declaration order."""
+    hints, defaults = typing.get_type_hints(cls), cls()
+    return [
+        Setting(f.name, hints[f.name], getattr(defaults, f.name), f.metadata["doc"], f.metadata["allowed"])
+        for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])
+    ]
+
+
+def dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -201,7 +338,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
     """Set `a.b.c` in a nested mapping, creating levels; free-form dicts take any sub-key."""
     parts = dotted_key.split(".")
-    node, cls = raw, Experiment
+    node = raw
+    cls: type | None = Experiment
     for i, part in enumerate(parts[:-1]):
         if cls is not None:
             hints = typing.get_type_hints(cls)
@@ -209,7 +347,7 @@ def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
                 allowed = ", ".join(f.name for f in dataclasses.fields(cls))
                 raise ConfigError(f"{source}: unknown key '{'.'.join(parts[:i + 1])}'; allowed: {allowed}")
             hint = hints[part]
-            cls = hint if dataclasses.is_dataclass(hint) else None
+            cls = hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
             if cls is None and hint is not dict:
                 raise ConfigError(f"{source}: '{'.'.join(parts[:i + 1])}' takes no sub-keys")
         child = node.setdefault(part, {})
@@ -257,17 +395,28 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
         hint = f"; available: {', '.join(known)}" if known else ""
         raise ConfigError(f"experiment file not found: {path}{hint}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); an experiment is YAML, see experiments/") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}:{at}: malformed YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: empty (no settings, only comments or blank lines); start from a copy of "
+                          "an experiment in experiments/")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    raw.setdefault("name", path.stem)
     overrides = overrides or {}
     origins = {key: f"{override_source} {key}" for key in overrides}
+    if "name" not in raw and "name" not in overrides:
+        raw["name"] = path.stem
+        origins["name"] = f"{path}: name (taken from the file name; set name: in the file or {override_source} name)"
     return experiment_from_dict(apply_overrides(raw, overrides, override_source), str(path), origins)
 
 
@@ -279,52 +428,76 @@ def experiment_from_dict(raw: dict, source: str, origins: dict[str, str] | None 
 
 
 def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> None:
-    """Check values against what Procgen and the algorithm allow, before anything starts."""
+    """Check every value against its setting's allowed values, then the rules that join several
+    settings; all before anything starts."""
     env, algo, res = experiment.env_config, experiment.algorithm, experiment.resources
 
     def fail(key: str, message: str) -> None:
         where = origins.get(key)
         raise ConfigError(f"{where}: {message}" if where else f"{source}: {key}: {message}")
 
-    if env.env_name not in GAMES:
-        fail("env_config.env_name", f"unknown game {env.env_name!r}; allowed: {', '.join(GAMES)}")
-    if env.distribution_mode not in DISTRIBUTION_MODES:
-        fail("env_config.distribution_mode",
-             f"{env.distribution_mode!r} is not one of {', '.join(DISTRIBUTION_MODES)}")
+    for prefix, cls in sections():
+        section = functools.reduce(getattr, prefix.split(".") if prefix else [], experiment)
+        for s in settings(cls):
+            problem = s.allowed.problem(getattr(section, s.name)) if s.allowed else None
+            if problem:
+                fail(dotted(prefix, s.name), problem)
+
     games = MODE_GAMES.get(env.distribution_mode)
     if games is not None and env.env_name not in games:
         fail("env_config.distribution_mode",
              f"{env.env_name} has no {env.distribution_mode} mode; games with it: {', '.join(sorted(games))}")
-    for key in ("num_levels", "start_level"):
-        if getattr(env, key) < 0:
-            fail(f"env_config.{key}", "must be >= 0")
-    if env.frame_stack < 1:
-        fail("env_config.frame_stack", "must be >= 1 (1 = no stacking)")
-    for key in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
-        if getattr(algo, key) < 1:
-            fail(f"algorithm.{key}", "must be >= 1")
-    if not 0.0 < algo.gamma <= 1.0:
-        fail("algorithm.gamma", f"must be in (0, 1], got {algo.gamma}")
-    if not 0.0 <= algo.gae_lambda <= 1.0:
-        fail("algorithm.gae_lambda", f"must be in [0, 1], got {algo.gae_lambda}")
-    if algo.learning_rate <= 0:
-        fail("algorithm.learning_rate", "must be > 0")
+    if env.start_level + env.num_levels > INT32_MAX:
+        fail("env_config.start_level", f"start_level + num_levels = {env.start_level} + {env.num_levels} "
+             f"must be at most {INT32_MAX} (Procgen level seeds are 31-bit)")
     if algo.train_batch_size % algo.num_minibatches:
         fail("algorithm.num_minibatches",
              f"{algo.num_minibatches} does not divide the batch of {algo.train_batch_size} steps")
     if algo.num_envs % max(1, res.num_env_runners):
         fail("resources.num_env_runners",
              f"{res.num_env_runners} runners cannot split algorithm.num_envs={algo.num_envs} evenly")
-    if res.learner_device not in LEARNER_DEVICES:
-        fail("resources.learner_device", f"{res.learner_device!r} is not one of {', '.join(LEARNER_DEVICES)}")
-    for key in ("num_env_runners", "num_learners"):
-        if getattr(res, key) < 0:
-            fail(f"resources.{key}", "must be >= 0")
-    for key in ("timesteps_total", "time_total_s", "training_iteration"):
-        if getattr(experiment.stop, key) < 0:
-            fail(f"stop.{key}", "must be >= 0 (0 = no limit)")
+    per_runner = experiment.num_envs_per_env_runner
+    if (experiment.seed + res.num_env_runners + 1) * per_runner - 1 > INT32_MAX:
+        highest = (INT32_MAX + 1) // per_runner - res.num_env_runners - 1
+        fail("seed", f"{experiment.seed} gives env seeds beyond {INT32_MAX} with {per_runner} envs per runner "
+             f"and {res.num_env_runners} runners; at most {highest} here")
     if not any(getattr(experiment.stop, k) for k in ("timesteps_total", "time_total_s", "training_iteration")):
         fail("stop", "set at least one of timesteps_total, time_total_s, training_iteration")
+
+
+GIB = 2**30
+
+
+def estimate_memory(experiment: Experiment) -> int:
+    """Bytes of memory the frames of one training iteration take, at the least.
+
+    Counts one copy of each frame buffer that grows with the config, with a frame of
+    64 x 64 x 3 uint8 x `frame_stack`: the envs' current frames (num_envs), the sampled
+    episodes (num_envs x (num_steps + 1); the extra frame bootstraps GAE), the learner's train
+    batch (num_envs x num_steps) and one minibatch as float32, as the model's forward takes it.
+    Ray, torch, the weights, the activations, the games' own state and RLlib's intermediate
+    copies come on top: an experiment refused by `check_memory` cannot run, one it passes may
+    still need more.
+    """
+    algo = experiment.algorithm
+    frame = math.prod(FRAME_SHAPE) * experiment.env_config.frame_stack  # bytes, uint8
+    envs = algo.num_envs * frame
+    episodes = algo.num_envs * (algo.num_steps + 1) * frame
+    train_batch = algo.train_batch_size * frame
+    float_minibatch = algo.minibatch_size * frame * 4
+    return envs + episodes + train_batch + float_minibatch
+
+
+def check_memory(experiment: Experiment, available_bytes: int) -> None:
+    """Refuse, in one line, an experiment whose frames alone exceed `available_bytes`."""
+    need = estimate_memory(experiment)
+    if need > available_bytes:
+        algo = experiment.algorithm
+        raise ConfigError(
+            f"algorithm.num_envs={algo.num_envs} x algorithm.num_steps={algo.num_steps} frames with "
+            f"env_config.frame_stack={experiment.env_config.frame_stack} need at least {need / GIB:.1f} GiB "
+            f"(procgen_rl.config.estimate_memory), more than the {available_bytes / GIB:.1f} GiB here; lower "
+            "one of them")
 
 
 def experiment_to_dict(experiment: Experiment) -> dict:
