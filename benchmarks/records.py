@@ -2,8 +2,10 @@
 
 The tables of docs/performance.md and docs/learning.md are rendered from these files by
 scripts/render_docs.py, so every figure there names the date, commit, hardware and exact command
-it was measured with. A record is written once and never edited; a newer record of the same
-measurement on the same hardware class replaces it on the page.
+it was measured with. A newer record of the same measurement on the same hardware class
+replaces a record on the page; a record whose figures no longer describe the code, and that
+cannot be measured again, gets a `superseded` reason and leaves the page. Nothing else in a
+record is edited.
 
     kind         bench | learning | train | env_runner | cluster (the script that measured)
     measurement  what was measured: experiment, sorted --set overrides, and per kind a few
