@@ -129,12 +129,12 @@ def main() -> None:
     figures["phases"]["inference"] = phase.figures()
 
     lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
-    records = train(experiment, lean_args)
+    lean_updates = train(experiment, lean_args)
 
     lean_sample_s: list[float] = []  # the lean rollouts alone, to compare with RLlib's sampling
 
     def lean_iteration() -> tuple[int, str]:
-        record = next(records)
+        record = next(lean_updates)
         lean_sample_s.append(record["sample_s"])
         return lean_args.batch_size, f"rollout {record['sample_s']:.0f} s, update {record['update_s']:.0f} s"
 
@@ -235,7 +235,7 @@ def main() -> None:
         if not asynchronous:
             timed_iteration(i, "lean", lean_iteration)
         timed_iteration(i, "harness", harness_iteration)
-    records.close()  # closes its envs
+    lean_updates.close()  # closes its envs
     runners = last_result.get(ENV_RUNNER_RESULTS, {})
     if experiment.resources.num_env_runners and ENV_STEP_TIMER in runners:
         # The remote runners' own timers, reported with the last iteration: their real device and load.
