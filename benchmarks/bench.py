@@ -10,10 +10,11 @@
               and the remote env runners' own step timers from the last iteration
 
 Usage: python benchmarks/bench.py experiments/ppo-8m.yaml [--set KEY=VALUE ...] [--iterations 1]
-Prints figures, the harness/lean ratio and each phase's peak RSS and load average; asserts
-nothing. After a warm-up iteration each, the lean PPO and the harness alternate iteration by
-iteration, so that on a shared machine both see the same load: compare the ratio. An
-asynchronous harness (APPO, IMPALA) is timed after the lean PPO, its iterations back to back.
+Prints figures, the harness/lean ratio and each phase's peak RSS and load average, and writes
+them as a record into benchmarks/records/ (docs/performance.md); asserts nothing. After a
+warm-up iteration each, the lean PPO and the harness alternate iteration by iteration, so that
+on a shared machine both see the same load: compare the ratio. An asynchronous harness (APPO,
+IMPALA) is timed after the lean PPO, its iterations back to back.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +55,10 @@ class Phase:
     def __str__(self) -> str:
         return f"peak RSS {self.peak_mib:6.0f} MiB, load {self.load_before:.1f} -> {self.load_after:.1f}"
 
+    def figures(self) -> dict[str, float]:
+        return {"peak_rss_mib": round(self.peak_mib), "load_before": round(self.load_before, 1),
+                "load_after": round(self.load_after, 1)}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,6 +70,7 @@ def main() -> None:
 
     import torch
 
+    import records
     from lean_ppo import Args, train
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.envs import ProcgenVectorEnv
@@ -75,10 +79,12 @@ def main() -> None:
 
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
     algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"experiment {experiment.name} | commit {commit or '?'} | {platform.processor() or platform.machine()} "
-          f"{os.cpu_count()} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
-          f"cuda {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    commit, dirty = records.git_commit()
+    machine = records.hardware()
+    print(f"experiment {experiment.name} | commit {commit[:12]}{' (dirty)' if dirty else ''} | {machine['cpu']} "
+          f"{machine['cores']} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
+          f"GPUs {', '.join(machine['gpus']) or 'none'}")
+    figures: dict = {"envs_per_runner": num_envs, "torch_threads": torch.get_num_threads(), "phases": {}}
     print(f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
           f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "
           f"env runners {experiment.resources.num_env_runners}; timing {args.iterations} iteration(s) "
@@ -96,6 +102,7 @@ def main() -> None:
         env_rate = timed_rate(env_step, args.seconds)
         env.close()
     print(f"env       {env_rate:10.0f} steps/s  ({num_envs} envs in one batch, random actions) | {phase}", flush=True)
+    figures["env_steps_per_s"], figures["phases"]["env"] = round(env_rate), phase.figures()
 
     config = build_algorithm_config(experiment)
     # Where the remote env runners infer: a GPU when the experiment gives them a share of one.
@@ -118,18 +125,21 @@ def main() -> None:
     print(f"inference {inference_rate:10.0f} frames/s (the network's forward alone on the runners' device, "
           f"{runner_device.type}, batch {num_envs}, frames in and logits out); env + inference "
           f"in series: {sampling_bound:.0f} steps/s, the sampling ceiling | {phase}", flush=True)
+    figures |= {"inference_frames_per_s": round(inference_rate), "inference_device": runner_device.type}
+    figures["phases"]["inference"] = phase.figures()
 
     lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
-    records = train(experiment, lean_args)
+    lean_updates = train(experiment, lean_args)
 
     lean_sample_s: list[float] = []  # the lean rollouts alone, to compare with RLlib's sampling
 
     def lean_iteration() -> tuple[int, str]:
-        record = next(records)
+        record = next(lean_updates)
         lean_sample_s.append(record["sample_s"])
         return lean_args.batch_size, f"rollout {record['sample_s']:.0f} s, update {record['update_s']:.0f} s"
 
     seconds, steps = {"lean": 0.0, "harness": 0.0}, {"lean": 0, "harness": 0}
+    iteration_s: dict[str, list[float]] = {"lean": [], "harness": []}
 
     def timed_iteration(i: int, name: str, iterate: Callable[[], tuple[int, str]]) -> None:
         started, load = time.perf_counter(), os.getloadavg()[0]
@@ -137,6 +147,7 @@ def main() -> None:
         took = time.perf_counter() - started
         steps[name] += done
         seconds[name] += took
+        iteration_s[name].append(round(took, 1))
         print(f"  iteration {i + 1} {name:8s} {took:6.0f} s ({detail}), load {load:.1f} -> "
               f"{os.getloadavg()[0]:.1f}", flush=True)
 
@@ -144,6 +155,7 @@ def main() -> None:
         lean_iteration()
     print(f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
           f"| {lean_warmup}", flush=True)
+    figures["phases"]["lean PPO"] = lean_warmup.figures()
 
     from ray.rllib.algorithms.impala import IMPALAConfig
 
@@ -175,9 +187,13 @@ def main() -> None:
     print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
           f"of the ceiling; one env runner with inference on {sampling_device}) | {phase}", flush=True)
     step_ms = 1e3 * num_envs / sample_rate
+    split_ms["the rest"] = step_ms - sum(split_ms.values())
     print(f"          one vector step of {num_envs} envs: {step_ms:.2f} ms = "
           + " + ".join(f"{name} {ms:.2f}" for name, ms in split_ms.items())
-          + f" + episodes and the rest {step_ms - sum(split_ms.values()):.2f} (the runner's timers)", flush=True)
+          + " (the runner's timers; the rest: episodes, callbacks, metrics)", flush=True)
+    figures |= {"sampling_steps_per_s": round(sample_rate), "sampling_device": sampling_device,
+                "sampling_step_ms": {name: round(ms, 2) for name, ms in split_ms.items()}}
+    figures["phases"]["sampling"] = phase.figures()
 
     init_ray(experiment)
     algo = config.build_algo()
@@ -211,6 +227,7 @@ def main() -> None:
         harness_iteration()
     print(f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
           f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)", flush=True)
+    figures["phases"]["training"] = harness_warmup.figures()
 
     # A synchronous harness alternates with the lean PPO, one iteration each, so that both see
     # the same share of a shared machine.
@@ -218,7 +235,7 @@ def main() -> None:
         if not asynchronous:
             timed_iteration(i, "lean", lean_iteration)
         timed_iteration(i, "harness", harness_iteration)
-    records.close()  # closes its envs
+    lean_updates.close()  # closes its envs
     runners = last_result.get(ENV_RUNNER_RESULTS, {})
     if experiment.resources.num_env_runners and ENV_STEP_TIMER in runners:
         # The remote runners' own timers, reported with the last iteration: their real device and load.
@@ -226,6 +243,7 @@ def main() -> None:
         print(f"          the remote runners' vector step (on {runner_device.type}, mean over runners): "
               + " + ".join(f"{name} {ms:.2f}" for name, ms in remote_ms.items())
               + f" = {sum(remote_ms.values()):.2f} ms, episodes and the rest not included", flush=True)
+        figures["remote_runner_step_ms"] = {name: round(ms, 2) for name, ms in remote_ms.items()}
     algo.stop()
     lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
     rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
@@ -238,6 +256,11 @@ def main() -> None:
     else:
         print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
     sys.stdout.flush()
+    figures |= {"lean_rollout_steps_per_s": round(rollout_rate), "lean_ppo_steps_per_s": round(lean_rate, 1),
+                "training_steps_per_s": round(train_rate, 1),
+                "ratio": None if asynchronous else round(train_rate / lean_rate, 2),
+                "iterations": args.iterations, "iteration_s": iteration_s}
+    records.write("bench", records.measurement(args.experiment, args.overrides), figures)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ measures how sampling grows with containers. On a machine with fewer cores than 
 runners share CPUs, so the figures flatten; the output says how many cores there were.
 
 Usage: python benchmarks/bench_cluster.py experiments/ppo-8m.yaml --workers 0 1 2 [--seconds 30]
-(`make bench-cluster`). Prints figures; asserts nothing.
+(`make bench-cluster`). Prints figures and writes one record per WORKERS value into
+benchmarks/records/ (docs/performance.md); asserts nothing.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
 
     import subprocess
 
+    import records
     from procgen_rl.cli import DEFAULT_IMAGE
     from procgen_rl.compose import Cluster
     from procgen_rl.docker_engine import check_docker
@@ -96,6 +98,10 @@ def main() -> None:
         print(f"WORKERS={workers}: sampling {r['steps_per_s']:8.0f} steps/s  ({r['runners']} env runner(s) x "
               f"{r['envs_per_runner']} envs on {'the head' if workers == 0 else f'{workers} worker(s)'}, "
               f"{r['nodes']} Ray nodes)", flush=True)
+        records.write("cluster", records.measurement(args.experiment, [], workers=workers),
+                      {"steps_per_s": round(r["steps_per_s"]), "env_runners": r["runners"],
+                       "envs_per_runner": r["envs_per_runner"], "ray_nodes": r["nodes"], "seconds": args.seconds,
+                       "image": image})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Usage: python benchmarks/bench_env_runner.py experiments/ppo-8m.yaml [--set KEY=
 Builds the three env runners of the experiment in this process (the experiment's envs per
 runner, this process's torch threads) and alternates one fragment of `sample()` on each, round
 by round, so that all see the same load; prints the median ms per vector step of each and the
-connectors' share by the runner's own timers. Asserts nothing.
+connectors' share by the runner's own timers, and writes them as a record into
+benchmarks/records/ (docs/performance.md). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import CONNECTOR_PIPELINE_TIMER, ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR
 
+import records
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.trainer import build_algorithm_config
 
@@ -54,11 +56,17 @@ def main() -> None:
             step_ms[name].append(1e3 * (time.perf_counter() - started) * num_envs / steps)
             connector_ms[name].append(1e3 * sum(runner.metrics.peek((key, CONNECTOR_PIPELINE_TIMER))
                                                 for key in (ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR)))
+    figures: dict = {"envs_per_runner": num_envs, "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
+                     "step_ms": {}}
     for name, runner in runners.items():
         print(f"{name:15s} {statistics.median(step_ms[name]):6.2f} ms per vector step "
               f"(range {min(step_ms[name]):.2f}-{max(step_ms[name]):.2f}), of which connectors "
               f"{statistics.median(connector_ms[name]):.2f} ms", flush=True)
+        figures["step_ms"][name] = {"median": round(statistics.median(step_ms[name]), 2),
+                                    "min": round(min(step_ms[name]), 2), "max": round(max(step_ms[name]), 2),
+                                    "connectors": round(statistics.median(connector_ms[name]), 2)}
         runner.stop()
+    records.write("env_runner", records.measurement(args.experiment, args.overrides), figures)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ after the other so they do not share the CPU, and plots both mean-return curves 
 episodes, the harness's episode_reward_mean) into one PNG.
 
 Prints each run's final mean return and its mean over the second half of the steps (± standard
-error across iterations). A lean.csv already in --out is reused.
+error across iterations), and writes one record per run into benchmarks/records/ with the plot
+copied into benchmarks/figures/ (docs/learning.md). A lean.csv already in --out is reused: the
+harness alone runs, and only its record is written.
 
 Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
 """
@@ -16,6 +18,7 @@ import argparse
 import csv
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,10 +26,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import records
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.reporting import METRIC_PREFIX, parse_metric_line
 
 BENCHMARKS = Path(__file__).resolve().parent
+FIGURES = BENCHMARKS / "figures"
 Curve = list[tuple[int, float]]  # (env steps, mean return)
 
 
@@ -96,7 +101,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     curves, seconds, peak_mib = {}, {}, {}
-    runs = [("lean PPO", run_lean), ("RLlib harness", run_harness)]
+    runs = [("lean PPO", run_lean), ("harness", run_harness)]
     lean_csv = args.out / "lean.csv"
     if lean_csv.exists():  # after a change to the harness alone, one run instead of two
         print(f"lean PPO: reusing {lean_csv}", flush=True)
@@ -110,13 +115,22 @@ def main() -> None:
         peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     png = args.out / "learning.png"
     plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)
+    kept = FIGURES / f"learning-{Path(args.experiment).stem}-{time.strftime('%Y-%m-%d-%H%M%S', time.gmtime())}.png"
+    shutil.copy(png, kept)
     for label, curve in curves.items():
         step, final = curve[-1]
         mean, stderr = second_half(curve)
         speed = (f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far "
                  f"{peak_mib[label]:.0f} MiB" if label in seconds else "reused")
         print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, second half {mean:.2f} ± {stderr:.2f}; {speed}")
-    print(f"plot: {png}")
+        if label in seconds:  # a reused curve is not a new measurement
+            records.write("learning", records.measurement(args.experiment, args.overrides, steps=args.steps,
+                                                          implementation=label),
+                          {"final_step": step, "final_return": round(final, 2), "second_half_mean": round(mean, 2),
+                           "second_half_stderr": round(stderr, 2), "iterations": len(curve),
+                           "steps_per_s": round(step / seconds[label], 1), "peak_rss_mib": round(peak_mib[label]),
+                           "plot": os.path.relpath(kept, records.REPO)})
+    print(f"plot: {png} (and {os.path.relpath(kept)})")
 
 
 if __name__ == "__main__":

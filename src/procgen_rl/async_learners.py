@@ -2,8 +2,7 @@
 APPO's target network made to follow the trained one at the rate its setting names.
 
 RLlib 2.60's IMPALA/APPO learner trains in a daemon thread (`_LearnerThread`). Its `shutdown`
-asks that thread to stop and waits 5 s for it, less than one update on a CPU: a 16,384-frame
-APPO batch takes ~10 s with a small IMPALA-CNN on 2 cores, ~45 s with the paper's. The
+asks that thread to stop and waits 5 s for it, often less than one update on a CPU. The
 interpreter then exits while torch computes in that thread, the thread is torn down inside a
 C++ frame, and Ray's terminate handler aborts the process: exit 134 (SIGABRT) after a run that
 had stopped cleanly and saved its checkpoint. Here `shutdown` waits for the update in progress.
@@ -13,11 +12,9 @@ APPO updates its target network (the "old policy" the surrogate clips against) o
 update (N x K: its circular buffer), that is every `freq x N x K` passes over a train batch,
 as RLlib documents it. The count it compares, `timesteps[NUM_ENV_STEPS_TRAINED_LIFETIME]`, is
 the driver's: taken when it hands a batch over, from learner results it has received so far,
-carried unchanged by the circular buffer's replays, and adding the whole batch per minibatch
-(a 16,384-frame pass in 5 minibatches adds 82,560). With appo-8m's setting of one pass, the
-target moved 4 times in 9 passes (2 cores, small IMPALA-CNN), and never in 2 passes over
-small batches.
-`ProcgenAPPOLearner` counts its own passes, so the target follows as configured.
+carried unchanged by the circular buffer's replays, and adding the whole batch per minibatch.
+It does not track the passes the learner made, and the target moves less often than
+configured. `ProcgenAPPOLearner` counts its own passes, so the target follows as configured.
 """
 
 from __future__ import annotations

@@ -5,11 +5,10 @@ time ranks, multi-agent mapping, action unsquashing and clipping, with the data 
 a time through eleven pieces. A Procgen model is stateless, single-agent and Discrete, so each
 vector step needs two things: the newest frame of every env as one uint8 batch, and actions
 sampled from the model's distribution. These two pieces do only that, batched, and sample
-exactly what RLlib's pipelines sample; on 2 CPU cores they cut the connector time of a vector step
-from 0.70 to 0.33 ms at 4 envs and from 1.78 to 0.86 ms at 64 (`benchmarks/bench_env_runner.py`,
-README Performance). The learner's pipeline stays RLlib's. `procgen_rl.env_runner` samples its
-fragments without the pipelines: it hands the env's frames to the model itself and calls
-`sample_actions`; the pieces serve the first frames after a reset and whole-episode sampling.
+exactly what RLlib's pipelines sample (`benchmarks/bench_env_runner.py` times them). The
+learner's pipeline stays RLlib's. `procgen_rl.env_runner` samples its fragments without the
+pipelines: it hands the env's frames to the model itself and calls `sample_actions`; the pieces
+serve the first frames after a reset and whole-episode sampling.
 """
 
 from __future__ import annotations

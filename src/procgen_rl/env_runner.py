@@ -9,10 +9,9 @@ module stays in eval mode (a runner never trains it), actions come from
 `procgen_rl.connectors.sample_actions` as in the module-to-env piece, and episode hooks that
 no callback implements are skipped. The episodes are RLlib's own, filled by their own
 `add_env_reset`/`add_env_step` in RLlib's order, so with the same seed the samples are
-identical to RLlib's runner's (`tests/test_env_runner.py`). On 2 CPU cores with a one-stack
-network this took a vector step from 2.94 to 2.57 ms at 4 envs and from 7.14 to 6.33 ms at 16
-(`benchmarks/bench_env_runner.py`, README Performance). Sampling whole episodes or random
-actions stays RLlib's loop.
+identical to RLlib's runner's (`tests/test_env_runner.py`). What it saves is fixed per vector
+step, so it weighs most where inference is cheap (`benchmarks/bench_env_runner.py`,
+docs/performance.md). Sampling whole episodes or random actions stays RLlib's loop.
 """
 
 from __future__ import annotations

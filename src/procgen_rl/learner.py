@@ -4,11 +4,11 @@ RLlib 2.60's PPO learner differs from the paper's (baselines ppo2) update in its
 which cost time and change the sampling:
 
 - To bootstrap GAE it appends one artificial frame to every episode chunk (`LOSS_MASK` False)
-  and keeps those frames in the loss batch: 1-2% of a 64-env batch, computed and masked out.
+  and keeps those frames in the loss batch, where they are computed and masked out.
 - Its cyclic iterator takes fixed-size minibatches and shuffles only when it wraps around, so
   the first epoch walks the batch in episode order, and a batch a few steps longer than
   `num_minibatches x minibatch_size` (the env runner stops at the first vector step past it)
-  costs one more full forward and backward pass per update (25 instead of 24 at ppo-8m).
+  costs one more full forward and backward pass per update.
 
 Here the bootstrap frames are dropped once GAE has used them, and every epoch is a fresh
 permutation split into `num_minibatches` near-equal minibatches: exactly
@@ -16,8 +16,9 @@ permutation split into `num_minibatches` near-equal minibatches: exactly
 
 And in its loss: RLlib's value loss is the squared error clamped at `vf_clip_param` (no
 gradient beyond it) and its advantages are standardized once per batch. The paper's loss
-(`paper_ppo_loss`, which benchmarks/lean_ppo.py calls too) standardizes them per minibatch and clips the
-new value to within `clip_coef` of the value predicted at sampling, taking the larger error.
+(`paper_ppo_loss`, which benchmarks/lean_ppo.py calls too) standardizes them per minibatch and
+clips the new value to within `clip_coef` of the value predicted at sampling, taking the larger
+error.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS, Tar
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
 
-VALUE_CHUNK = 1024  # frames per no-grad value pass: bounds memory at ~0.3 GB of activations
+VALUE_CHUNK = 1024  # frames per no-grad value pass: bounds the activations held at once
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -62,7 +62,7 @@ class ImpalaCNNNet(nn.Module):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         # bfloat16 keeps float32's exponent range, so the loss needs no scaling. It pays only
-        # where the hardware computes in it (on an AVX512-BF16 CPU: 1.4-1.8x the update speed).
+        # where the hardware computes in it (a CPU with AVX512-BF16, a recent GPU).
         self.bf16 = precision == "bf16"
         self.encoder = impala_encoder(obs_shape, depths, hidden)
         self.pi = nn.Linear(hidden, num_actions)
@@ -70,8 +70,8 @@ class ImpalaCNNNet(nn.Module):
         # Small policy init keeps early actions near uniform (as in CleanRL's ppo_procgen).
         nn.init.orthogonal_(self.pi.weight, gain=0.01)
         nn.init.zeros_(self.pi.bias)
-        # channels_last (NHWC) is oneDNN's native conv layout: on a 2-core CPU it measured ~2x the
-        # NCHW forward+backward and inference speed. Layout only: values and state dicts are unchanged.
+        # channels_last (NHWC) is oneDNN's native conv layout, much faster on a CPU than NCHW.
+        # Layout only: values and state dicts are unchanged.
         self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -100,9 +100,10 @@ class CUDAGraphForward:
     """A network's forward without gradients, replayed as one CUDA graph per input shape on a GPU;
     frames on the CPU run the plain forward.
 
-    At an env runner's batch (16 frames) the IMPALA-CNN's forward is some 40 small kernels, and
-    launching them one by one from Python costs more than running them: on an H200 four runners'
-    inference took 2.4-2.7 ms a vector step, 0.5 ms as a graph. A graph launches them all at once.
+    At an env runner's batch (a few to a few dozen frames) the IMPALA-CNN's forward is some 40
+    small kernels, and launching them one by one from Python costs more than running them; with
+    several runners and the learner sharing one GPU, the launches queue. A graph launches them
+    all at once.
     Replays read the parameters where they are, and RLlib's weight sync copies into them in
     place (`load_state_dict`), so every replay uses the newest weights.
     """
@@ -158,11 +159,12 @@ class ImpalaCNN(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         """Values; with `embeddings` (the losses pass them) gradients flow through.
 
-        Without them this is RLlib's GAE connector evaluating the whole train batch, with
-        autograd on and in one piece (~14 GB at 16,384 frames). The env runner already stored
-        each sampled frame's value (`_forward_exploration`, same weights in synchronous PPO),
-        so only the bootstrap frames RLlib appends to each episode chunk (LOSS_MASK False) are
-        evaluated here: ~2% of the batch instead of all of it, without gradients, in chunks.
+        Without them this is RLlib's GAE connector, which would evaluate the whole train batch
+        with autograd on and in one piece: activations for every frame at once. The env runner
+        already stored each sampled frame's value (`_forward_exploration`, same weights in
+        synchronous PPO), so only the bootstrap frames RLlib appends to each episode chunk
+        (LOSS_MASK False) are evaluated here, a small share of the batch, without gradients,
+        in chunks.
         """
         if embeddings is not None:
             return self.net.vf(embeddings).squeeze(-1)
