@@ -51,13 +51,13 @@ CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES
 S3_RUN = $(filter s3://%,$(RUN))
 S3_RUN_DIR = $(RESULTS_DIR)/$(notdir $(patsubst %/,%,$(RUN)))
 
-.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test bench bench-learning bench-cluster image-cpu image-gpu clean
+.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test lint typecheck docs bench bench-learning bench-cluster image-cpu image-gpu clean
 
 help: ## list the targets and their variables
 	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "Variables: EXPERIMENT=$(EXPERIMENT) TIME_LIMIT=$(TIME_LIMIT) (s, 0 = none) SET='k=v k=v' STEPS=$(STEPS) (bench-learning)"
 	@echo "           RESUME=<run dir> RUN=<run dir> RESULTS_DIR=$(RESULTS_DIR)"
-	@echo "           BACKEND=$(BACKEND) (auto: compose if Docker answers, else native | compose | native | sagemaker)"
+	@echo "           BACKEND=$(BACKEND) (auto: compose if Docker answers, else native | compose | native | sagemaker: local mode)"
 	@echo "           WORKERS=$(WORKERS) (compose) INSTANCES=$(INSTANCES) (sagemaker)"
 	@echo "           IMAGE=$(IMAGE) DOCKER=$(DOCKER) BASE_IMAGE=<image> DOCKER_BUILD_ARGS=<args>"
 	@echo "train-cloud: INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=$(INSTANCE_COUNT) | GPU_INSTANCES=1 CPU_INSTANCES=3"
@@ -71,18 +71,10 @@ $(BIN)/procgen-rl: pyproject.toml
 
 venv: $(BIN)/procgen-rl ## create the virtualenv with the pinned dependencies
 
-train-local: $(BIN)/procgen-rl ## train EXPERIMENT for up to TIME_LIMIT s (compose cluster, or native without Docker)
-ifeq ($(BACKEND),sagemaker)
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info): start Docker, or use BACKEND=native" >&2; exit 2; }
-	$(MAKE) image-cpu
-	$(BIN)/procgen-rl sagemaker-local $(EXPERIMENT) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu $(SET_ARGS)
-else ifeq ($(filter $(BACKEND),auto compose native),)
-	@echo "error: unknown BACKEND=$(BACKEND); available: auto, compose, native, sagemaker" >&2; exit 2
-else
+train-local: $(BIN)/procgen-rl ## train EXPERIMENT for up to TIME_LIMIT s on BACKEND (auto: compose, or native without Docker)
 	@if [ $(BACKEND) != native ] && $(DOCKER) info >/dev/null 2>&1; then $(MAKE) --no-print-directory image-cpu; fi
-	$(BIN)/procgen-rl train $(if $(RESUME),--resume $(RESUME),$(EXPERIMENT) --resume-interrupted) $(SET_ARGS) \
-		--backend $(BACKEND) --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
-endif
+	$(BIN)/procgen-rl train $(if $(RESUME),--resume $(RESUME),$(EXPERIMENT) $(if $(filter sagemaker,$(BACKEND)),,--resume-interrupted)) \
+		$(SET_ARGS) --backend $(BACKEND) --workers $(WORKERS) --instances $(INSTANCES) --image $(IMAGE):$(VERSION)-cpu
 
 cluster-up: $(BIN)/procgen-rl image-cpu ## start a Ray head + WORKERS worker containers that wait for your drivers
 	$(BIN)/procgen-rl cluster up --workers $(WORKERS) --image $(IMAGE):$(VERSION)-cpu
@@ -115,6 +107,17 @@ endif
 
 test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/procgen-rl ## ruff check and ruff format --check (settings in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/procgen-rl ## mypy on src/ (settings in pyproject.toml)
+	$(BIN)/mypy
+
+docs: $(BIN)/procgen-rl ## regenerate docs/configuration.md and the figure tables of docs/ from benchmarks/records/
+	$(BIN)/python -m procgen_rl.config_reference
+	$(BIN)/python scripts/render_docs.py
 
 bench: $(BIN)/procgen-rl ## env, sampling, RLlib training and lean-PPO steps/s for EXPERIMENT, their ratio, peak RSS
 	$(BIN)/python benchmarks/bench.py $(EXPERIMENT) $(OVERRIDES)

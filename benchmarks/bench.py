@@ -41,7 +41,7 @@ def timed_rate(step: Callable[[], int], seconds: float) -> float:
 class Phase:
     """Peak RSS (VmHWM, reset at the start) and load average around one phase of the bench."""
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets this process's peak RSS
         self.load_before = os.getloadavg()[0]
@@ -56,8 +56,11 @@ class Phase:
         return f"peak RSS {self.peak_mib:6.0f} MiB, load {self.load_before:.1f} -> {self.load_after:.1f}"
 
     def figures(self) -> dict[str, float]:
-        return {"peak_rss_mib": round(self.peak_mib), "load_before": round(self.load_before, 1),
-                "load_after": round(self.load_after, 1)}
+        return {
+            "peak_rss_mib": round(self.peak_mib),
+            "load_before": round(self.load_before, 1),
+            "load_after": round(self.load_after, 1),
+        }
 
 
 def main() -> None:
@@ -81,14 +84,19 @@ def main() -> None:
     algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
     commit, dirty = records.git_commit()
     machine = records.hardware()
-    print(f"experiment {experiment.name} | commit {commit[:12]}{' (dirty)' if dirty else ''} | {machine['cpu']} "
-          f"{machine['cores']} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
-          f"GPUs {', '.join(machine['gpus']) or 'none'}")
+    print(
+        f"experiment {experiment.name} | commit {commit[:12]}{' (dirty)' if dirty else ''} | {machine['cpu']} "
+        f"{machine['cores']} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
+        f"GPUs {', '.join(machine['gpus']) or 'none'}"
+    )
     figures: dict = {"envs_per_runner": num_envs, "torch_threads": torch.get_num_threads(), "phases": {}}
-    print(f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
-          f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "
-          f"env runners {experiment.resources.num_env_runners}; timing {args.iterations} iteration(s) "
-          f"of {algo_cfg.train_batch_size} steps after a warm-up one", flush=True)
+    print(
+        f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
+        f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "
+        f"env runners {experiment.resources.num_env_runners}; timing {args.iterations} iteration(s) "
+        f"of {algo_cfg.train_batch_size} steps after a warm-up one",
+        flush=True,
+    )
 
     with Phase() as phase:
         env = ProcgenVectorEnv(experiment.env_config, num_envs)
@@ -108,8 +116,9 @@ def main() -> None:
     # Where the remote env runners infer: a GPU when the experiment gives them a share of one.
     runner_device = torch.device("cuda" if config.num_gpus_per_env_runner > 0 and torch.cuda.is_available() else "cpu")
     with Phase() as phase:
-        net = ImpalaCNNNet.from_model_config(env.single_observation_space.shape, int(env.single_action_space.n),
-                                             experiment.model.custom_model_config).to(runner_device)
+        net = ImpalaCNNNet.from_model_config(
+            env.single_observation_space.shape, int(env.single_action_space.n), experiment.model.custom_model_config
+        ).to(runner_device)
         forward = CUDAGraphForward(net)  # as the runners run it: a CUDA graph on a GPU
         frames = torch.randint(0, 256, (num_envs, *env.single_observation_space.shape), dtype=torch.uint8)
 
@@ -122,9 +131,12 @@ def main() -> None:
         inference_rate = timed_rate(inference_step, args.seconds)
     # Sampling alternates env steps and forward passes, so its ceiling is the two rates in series.
     sampling_bound = 1.0 / (1.0 / env_rate + 1.0 / inference_rate)
-    print(f"inference {inference_rate:10.0f} frames/s (the network's forward alone on the runners' device, "
-          f"{runner_device.type}, batch {num_envs}, frames in and logits out); env + inference "
-          f"in series: {sampling_bound:.0f} steps/s, the sampling ceiling | {phase}", flush=True)
+    print(
+        f"inference {inference_rate:10.0f} frames/s (the network's forward alone on the runners' device, "
+        f"{runner_device.type}, batch {num_envs}, frames in and logits out); env + inference "
+        f"in series: {sampling_bound:.0f} steps/s, the sampling ceiling | {phase}",
+        flush=True,
+    )
     figures |= {"inference_frames_per_s": round(inference_rate), "inference_device": runner_device.type}
     figures["phases"]["inference"] = phase.figures()
 
@@ -148,13 +160,18 @@ def main() -> None:
         steps[name] += done
         seconds[name] += took
         iteration_s[name].append(round(took, 1))
-        print(f"  iteration {i + 1} {name:8s} {took:6.0f} s ({detail}), load {load:.1f} -> "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"  iteration {i + 1} {name:8s} {took:6.0f} s ({detail}), load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
     with Phase() as lean_warmup:
         lean_iteration()
-    print(f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
-          f"| {lean_warmup}", flush=True)
+    print(
+        f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
+        f"| {lean_warmup}",
+        flush=True,
+    )
     figures["phases"]["lean PPO"] = lean_warmup.figures()
 
     from ray.rllib.algorithms.impala import IMPALAConfig
@@ -168,13 +185,22 @@ def main() -> None:
         for i in range(args.iterations):
             timed_iteration(i, "lean", lean_iteration)
 
-    from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_RUNNER_RESULTS, ENV_STEP_TIMER,
-                                         ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR, RLMODULE_INFERENCE_TIMER)
+    from ray.rllib.utils.metrics import (
+        CONNECTOR_PIPELINE_TIMER,
+        ENV_RUNNER_RESULTS,
+        ENV_STEP_TIMER,
+        ENV_TO_MODULE_CONNECTOR,
+        MODULE_TO_ENV_CONNECTOR,
+        RLMODULE_INFERENCE_TIMER,
+    )
 
     # One vector step's parts by RLlib's own per-step timers (moving averages, in seconds).
-    step_timers = (("env", (ENV_STEP_TIMER,)), ("env-to-module", (ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
-                   ("inference", (RLMODULE_INFERENCE_TIMER,)),
-                   ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)))
+    step_timers = (
+        ("env", (ENV_STEP_TIMER,)),
+        ("env-to-module", (ENV_TO_MODULE_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
+        ("inference", (RLMODULE_INFERENCE_TIMER,)),
+        ("module-to-env", (MODULE_TO_ENV_CONNECTOR, CONNECTOR_PIPELINE_TIMER)),
+    )
 
     with Phase() as phase:
         runner = config.env_runner_cls(config=config)  # as RLlib's local runner (index 0): RLlib keeps it on the CPU
@@ -184,15 +210,25 @@ def main() -> None:
         # The runner's own per-step timers (moving averages over the last few hundred steps).
         split_ms = {name: 1e3 * runner.metrics.peek(key) for name, key in step_timers}
         runner.stop()
-    print(f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, {sample_rate / sampling_bound:.0%} "
-          f"of the ceiling; one env runner with inference on {sampling_device}) | {phase}", flush=True)
+    print(
+        f"sampling  {sample_rate:10.0f} steps/s  ({sample_rate / env_rate:.0%} of env, "
+        f"{sample_rate / sampling_bound:.0%} of the ceiling; "
+        f"one env runner with inference on {sampling_device}) | {phase}",
+        flush=True,
+    )
     step_ms = 1e3 * num_envs / sample_rate
     split_ms["the rest"] = step_ms - sum(split_ms.values())
-    print(f"          one vector step of {num_envs} envs: {step_ms:.2f} ms = "
-          + " + ".join(f"{name} {ms:.2f}" for name, ms in split_ms.items())
-          + " (the runner's timers; the rest: episodes, callbacks, metrics)", flush=True)
-    figures |= {"sampling_steps_per_s": round(sample_rate), "sampling_device": sampling_device,
-                "sampling_step_ms": {name: round(ms, 2) for name, ms in split_ms.items()}}
+    print(
+        f"          one vector step of {num_envs} envs: {step_ms:.2f} ms = "
+        + " + ".join(f"{name} {ms:.2f}" for name, ms in split_ms.items())
+        + " (the runner's timers; the rest: episodes, callbacks, metrics)",
+        flush=True,
+    )
+    figures |= {
+        "sampling_steps_per_s": round(sample_rate),
+        "sampling_device": sampling_device,
+        "sampling_step_ms": {name: round(ms, 2) for name, ms in split_ms.items()},
+    }
     figures["phases"]["sampling"] = phase.figures()
 
     init_ray(experiment)
@@ -219,14 +255,19 @@ def main() -> None:
         result = algo.train()
         last_result.update(result)
         took, learned = time.perf_counter() - started, sum(learner_s[updates:])
-        return (sampled(result, "num_env_steps_sampled"),  # as the trainer counts: APPO may have none
-                f"learner {learned:.0f} s in {len(learner_s) - updates} update call(s), "
-                f"sampling and the rest {took - learned:.0f} s")
+        return (
+            sampled(result, "num_env_steps_sampled"),  # as the trainer counts: APPO may have none
+            f"learner {learned:.0f} s in {len(learner_s) - updates} update call(s), "
+            f"sampling and the rest {took - learned:.0f} s",
+        )
 
     with Phase() as harness_warmup:
         harness_iteration()
-    print(f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
-          f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)", flush=True)
+    print(
+        f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
+        f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)",
+        flush=True,
+    )
     figures["phases"]["training"] = harness_warmup.figures()
 
     # A synchronous harness alternates with the lean PPO, one iteration each, so that both see
@@ -240,15 +281,21 @@ def main() -> None:
     if experiment.resources.num_env_runners and ENV_STEP_TIMER in runners:
         # The remote runners' own timers, reported with the last iteration: their real device and load.
         remote_ms = {name: 1e3 * functools.reduce(dict.__getitem__, key, runners) for name, key in step_timers}
-        print(f"          the remote runners' vector step (on {runner_device.type}, mean over runners): "
-              + " + ".join(f"{name} {ms:.2f}" for name, ms in remote_ms.items())
-              + f" = {sum(remote_ms.values()):.2f} ms, episodes and the rest not included", flush=True)
+        print(
+            f"          the remote runners' vector step (on {runner_device.type}, mean over runners): "
+            + " + ".join(f"{name} {ms:.2f}" for name, ms in remote_ms.items())
+            + f" = {sum(remote_ms.values()):.2f} ms, episodes and the rest not included",
+            flush=True,
+        )
         figures["remote_runner_step_ms"] = {name: round(ms, 2) for name, ms in remote_ms.items()}
     algo.stop()
     lean_rate, train_rate = steps["lean"] / seconds["lean"], steps["harness"] / seconds["harness"]
     rollout_rate = steps["lean"] / sum(lean_sample_s[1:])
-    print(f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env, {rollout_rate / sampling_bound:.0%} "
-          f"of the ceiling; the lean PPO's sampling with inference, for comparison with 'sampling' above)")
+    print(
+        f"lean rollout {rollout_rate:7.0f} steps/s  ({rollout_rate / env_rate:.0%} of env, "
+        f"{rollout_rate / sampling_bound:.0%} of the ceiling; "
+        "the lean PPO's sampling with inference, for comparison with 'sampling' above)"
+    )
     print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
     print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
     if asynchronous:
@@ -256,10 +303,14 @@ def main() -> None:
     else:
         print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
     sys.stdout.flush()
-    figures |= {"lean_rollout_steps_per_s": round(rollout_rate), "lean_ppo_steps_per_s": round(lean_rate, 1),
-                "training_steps_per_s": round(train_rate, 1),
-                "ratio": None if asynchronous else round(train_rate / lean_rate, 2),
-                "iterations": args.iterations, "iteration_s": iteration_s}
+    figures |= {
+        "lean_rollout_steps_per_s": round(rollout_rate),
+        "lean_ppo_steps_per_s": round(lean_rate, 1),
+        "training_steps_per_s": round(train_rate, 1),
+        "ratio": None if asynchronous else round(train_rate / lean_rate, 2),
+        "iterations": args.iterations,
+        "iteration_s": iteration_s,
+    }
     records.write("bench", records.measurement(args.experiment, args.overrides), figures)
 
 

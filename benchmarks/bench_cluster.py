@@ -42,7 +42,8 @@ def measure(experiment_path: str, runners: int, seconds: float) -> None:
 
     def sample_all() -> int:
         batches = algo.env_runner_group.foreach_env_runner(
-            lambda runner: sum(len(e) for e in runner.sample(num_timesteps=chunk)), local_env_runner=False)
+            lambda runner: sum(len(e) for e in runner.sample(num_timesteps=chunk)), local_env_runner=False
+        )
         return sum(batches)
 
     sample_all()  # warm-up: actors placed, models built
@@ -51,8 +52,11 @@ def measure(experiment_path: str, runners: int, seconds: float) -> None:
         done += sample_all()
     rate = done / (time.perf_counter() - started)
     hosts = sorted({n["NodeManagerHostname"] for n in ray.nodes() if n["Alive"]})
-    print(RESULT_PREFIX + json.dumps({"runners": runners, "envs_per_runner": per_runner,
-                                      "steps_per_s": rate, "nodes": len(hosts)}), flush=True)
+    print(
+        RESULT_PREFIX
+        + json.dumps({"runners": runners, "envs_per_runner": per_runner, "steps_per_s": rate, "nodes": len(hosts)}),
+        flush=True,
+    )
     algo.stop()
 
 
@@ -70,19 +74,30 @@ def main() -> None:
 
     import subprocess
 
-    import records
-    from procgen_rl.cli import DEFAULT_IMAGE
     from procgen_rl.compose import Cluster
     from procgen_rl.docker_engine import check_docker
 
+    import records
+    from procgen_rl.cli import DEFAULT_IMAGE
+
     image = args.image or DEFAULT_IMAGE
     check_docker(image)
-    print(f"compose sampling bench: {Path(args.experiment).name}, image {image}, "
-          f"{os.cpu_count()} host cores, {args.seconds:.0f} s per point", flush=True)
+    print(
+        f"compose sampling bench: {Path(args.experiment).name}, image {image}, "
+        f"{os.cpu_count()} host cores, {args.seconds:.0f} s per point",
+        flush=True,
+    )
     for workers in args.workers:
         runners = max(1, workers)
-        driver = ["python", str(Path(__file__).resolve()), str(Path(args.experiment).resolve()),
-                  "--measure-runners", str(runners), "--seconds", str(args.seconds)]
+        driver = [
+            "python",
+            str(Path(__file__).resolve()),
+            str(Path(args.experiment).resolve()),
+            "--measure-runners",
+            str(runners),
+            "--seconds",
+            str(args.seconds),
+        ]
         cluster = Cluster(image, workers, worker_slots=1, head_slots=0 if workers else 1, driver=driver)
         cluster.up()
         try:
@@ -91,17 +106,28 @@ def main() -> None:
             log = subprocess.run(["docker", "logs", head], capture_output=True, text=True).stdout
         finally:
             cluster.down()
-        found = [json.loads(line[len(RESULT_PREFIX):]) for line in log.splitlines() if line.startswith(RESULT_PREFIX)]
+        found = [json.loads(line[len(RESULT_PREFIX) :]) for line in log.splitlines() if line.startswith(RESULT_PREFIX)]
         if not found:
             sys.exit(f"error: WORKERS={workers}: no result from the head; its log ends:\n{log[-3000:]}")
         r = found[0]
-        print(f"WORKERS={workers}: sampling {r['steps_per_s']:8.0f} steps/s  ({r['runners']} env runner(s) x "
-              f"{r['envs_per_runner']} envs on {'the head' if workers == 0 else f'{workers} worker(s)'}, "
-              f"{r['nodes']} Ray nodes)", flush=True)
-        records.write("cluster", records.measurement(args.experiment, [], workers=workers),
-                      {"steps_per_s": round(r["steps_per_s"]), "env_runners": r["runners"],
-                       "envs_per_runner": r["envs_per_runner"], "ray_nodes": r["nodes"], "seconds": args.seconds,
-                       "image": image})
+        print(
+            f"WORKERS={workers}: sampling {r['steps_per_s']:8.0f} steps/s  ({r['runners']} env runner(s) x "
+            f"{r['envs_per_runner']} envs on {'the head' if workers == 0 else f'{workers} worker(s)'}, "
+            f"{r['nodes']} Ray nodes)",
+            flush=True,
+        )
+        records.write(
+            "cluster",
+            records.measurement(args.experiment, [], workers=workers),
+            {
+                "steps_per_s": round(r["steps_per_s"]),
+                "env_runners": r["runners"],
+                "envs_per_runner": r["envs_per_runner"],
+                "ray_nodes": r["nodes"],
+                "seconds": args.seconds,
+                "image": image,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -34,16 +34,28 @@ def main() -> None:
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
     ours = build_algorithm_config(experiment)
     # RLlib's pipelines at their fastest for Discrete actions: no unsquashing or clipping.
-    defaults = build_algorithm_config(experiment).environment(normalize_actions=False, clip_actions=False).env_runners(
-        env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
-        module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
-    runners = {"RLlib defaults": SingleAgentEnvRunner(config=defaults),
-               "RLlib + pieces": SingleAgentEnvRunner(config=ours),
-               "procgen_rl": ours.env_runner_cls(config=ours)}
+    defaults = (
+        build_algorithm_config(experiment)
+        .environment(normalize_actions=False, clip_actions=False)
+        .env_runners(
+            env_to_module_connector=None,
+            add_default_connectors_to_env_to_module_pipeline=True,
+            module_to_env_connector=None,
+            add_default_connectors_to_module_to_env_pipeline=True,
+        )
+    )
+    runners = {
+        "RLlib defaults": SingleAgentEnvRunner(config=defaults),
+        "RLlib + pieces": SingleAgentEnvRunner(config=ours),
+        "procgen_rl": ours.env_runner_cls(config=ours),
+    }
     num_envs = experiment.num_envs_per_env_runner
     fragment = num_envs * experiment.algorithm.num_steps
-    print(f"{experiment.name}: {num_envs} envs per runner, fragments of {fragment} steps, {args.rounds} rounds, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{experiment.name}: {num_envs} envs per runner, fragments of {fragment} steps, {args.rounds} rounds, "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     step_ms: dict[str, list[float]] = {name: [] for name in runners}
     connector_ms: dict[str, list[float]] = {name: [] for name in runners}
@@ -54,17 +66,32 @@ def main() -> None:
             started = time.perf_counter()
             steps = sum(len(episode) for episode in runner.sample(num_timesteps=fragment))
             step_ms[name].append(1e3 * (time.perf_counter() - started) * num_envs / steps)
-            connector_ms[name].append(1e3 * sum(runner.metrics.peek((key, CONNECTOR_PIPELINE_TIMER))
-                                                for key in (ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR)))
-    figures: dict = {"envs_per_runner": num_envs, "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
-                     "step_ms": {}}
+            connector_ms[name].append(
+                1e3
+                * sum(
+                    runner.metrics.peek((key, CONNECTOR_PIPELINE_TIMER))
+                    for key in (ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR)
+                )
+            )
+    figures: dict = {
+        "envs_per_runner": num_envs,
+        "rounds": args.rounds,
+        "torch_threads": torch.get_num_threads(),
+        "step_ms": {},
+    }
     for name, runner in runners.items():
-        print(f"{name:15s} {statistics.median(step_ms[name]):6.2f} ms per vector step "
-              f"(range {min(step_ms[name]):.2f}-{max(step_ms[name]):.2f}), of which connectors "
-              f"{statistics.median(connector_ms[name]):.2f} ms", flush=True)
-        figures["step_ms"][name] = {"median": round(statistics.median(step_ms[name]), 2),
-                                    "min": round(min(step_ms[name]), 2), "max": round(max(step_ms[name]), 2),
-                                    "connectors": round(statistics.median(connector_ms[name]), 2)}
+        print(
+            f"{name:15s} {statistics.median(step_ms[name]):6.2f} ms per vector step "
+            f"(range {min(step_ms[name]):.2f}-{max(step_ms[name]):.2f}), of which connectors "
+            f"{statistics.median(connector_ms[name]):.2f} ms",
+            flush=True,
+        )
+        figures["step_ms"][name] = {
+            "median": round(statistics.median(step_ms[name]), 2),
+            "min": round(min(step_ms[name]), 2),
+            "max": round(max(step_ms[name]), 2),
+            "connectors": round(statistics.median(connector_ms[name]), 2),
+        }
         runner.stop()
     records.write("env_runner", records.measurement(args.experiment, args.overrides), figures)
 

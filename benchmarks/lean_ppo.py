@@ -63,7 +63,7 @@ class Args:
         return self.batch_size // self.num_minibatches
 
     @classmethod
-    def from_experiment(cls, experiment: Experiment, **extra: int) -> "Args":
+    def from_experiment(cls, experiment: Experiment, **extra: int) -> Args:
         """The experiment's values; `extra` (e.g. total_timesteps, torch_threads) overrides them."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in vars(experiment.algorithm).items() if k in names}
@@ -71,8 +71,15 @@ class Args:
         return cls(**(values | extra))
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-        truncated: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> np.ndarray:
     """Generalized advantage estimates for a (T, N) rollout of N envs.
 
     `values[t]` is V(obs_t); `next_values` is V(obs_T), the bootstrap after the last step.
@@ -90,8 +97,9 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     return advantages
 
 
-def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, batch: dict[str, torch.Tensor]
-               ) -> dict[str, float]:
+def ppo_update(
+    net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, batch: dict[str, torch.Tensor]
+) -> dict[str, float]:
     """`update_epochs` passes of `num_minibatches` clipped-PPO steps over a flattened rollout.
 
     The loss is the harness's (`paper_ppo_loss`), on the minibatch's valid rows: a step that
@@ -104,9 +112,15 @@ def ppo_update(net: nn.Module, optimizer: torch.optim.Optimizer, args: Args, bat
             dist = Categorical(logits=logits)
             losses = paper_ppo_loss(
                 logp_ratio=(dist.log_prob(batch["actions"][idx]) - batch["logprobs"][idx]).exp(),
-                advantages=batch["advantages"][idx], entropy=dist.entropy(), value=value,
-                old_value=batch["values"][idx], target=batch["returns"][idx],
-                clip_coef=args.clip_coef, ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+                advantages=batch["advantages"][idx],
+                entropy=dist.entropy(),
+                value=value,
+                old_value=batch["values"][idx],
+                target=batch["returns"][idx],
+                clip_coef=args.clip_coef,
+                ent_coef=args.ent_coef,
+                vf_coef=args.vf_coef,
+            )
             optimizer.zero_grad()
             losses["loss"].backward()
             nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
@@ -125,11 +139,13 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    envs = ProcgenVectorEnv(experiment.env_config, args.num_envs,
-                            normalize_reward_gamma=args.gamma if args.normalize_reward else None)
+    envs = ProcgenVectorEnv(
+        experiment.env_config, args.num_envs, normalize_reward_gamma=args.gamma if args.normalize_reward else None
+    )
     device = torch.device("cuda" if learner_gpus(experiment.resources.learner_device) else "cpu")
-    net = ImpalaCNNNet.from_model_config(envs.single_observation_space.shape, int(envs.single_action_space.n),
-                                         experiment.model.custom_model_config).to(device)
+    net = ImpalaCNNNet.from_model_config(
+        envs.single_observation_space.shape, int(envs.single_action_space.n), experiment.model.custom_model_config
+    ).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # Storage: frames stay uint8 until the network scales them.
@@ -161,18 +177,36 @@ def train(experiment: Experiment, args: Args) -> Iterator[dict[str, float]]:
             step += args.batch_size
             sampled = time.perf_counter()
 
-            advantages = gae(rewards, values.numpy(), net.values(next_obs.to(device)).cpu().numpy(), terminated,
-                             truncated, args.gamma, args.gae_lambda)
-            batch = {"obs": obs.flatten(0, 1), "actions": actions.flatten(), "logprobs": logprobs.flatten(),
-                     "values": values.flatten(), "advantages": torch.from_numpy(advantages).flatten(),
-                     "valid": torch.from_numpy(~restarting).flatten()}
+            advantages = gae(
+                rewards,
+                values.numpy(),
+                net.values(next_obs.to(device)).cpu().numpy(),
+                terminated,
+                truncated,
+                args.gamma,
+                args.gae_lambda,
+            )
+            batch = {
+                "obs": obs.flatten(0, 1),
+                "actions": actions.flatten(),
+                "logprobs": logprobs.flatten(),
+                "values": values.flatten(),
+                "advantages": torch.from_numpy(advantages).flatten(),
+                "valid": torch.from_numpy(~restarting).flatten(),
+            }
             batch = {key: column.to(device) for key, column in batch.items()}
             batch["returns"] = batch["advantages"] + batch["values"]
             losses = ppo_update(net, optimizer, args, batch)
             seconds = time.perf_counter() - started
-            yield {"step": step, "steps_per_s": args.batch_size / seconds, "sample_s": sampled - started,
-                   "update_s": seconds - (sampled - started), "episodes": episodes,
-                   "mean_return": float(np.mean(returns)) if returns else float("nan"), **losses}
+            yield {
+                "step": step,
+                "steps_per_s": args.batch_size / seconds,
+                "sample_s": sampled - started,
+                "update_s": seconds - (sampled - started),
+                "episodes": episodes,
+                "mean_return": float(np.mean(returns)) if returns else float("nan"),
+                **losses,
+            }
     finally:
         envs.close()
 
@@ -187,20 +221,28 @@ def main() -> None:
     cli = parser.parse_args()
 
     experiment = load_experiment(cli.experiment, parse_set_args(cli.overrides))
-    extra = {"torch_threads": cli.torch_threads} | ({"total_timesteps": cli.total_timesteps} if cli.total_timesteps else {})
+    extra = {"torch_threads": cli.torch_threads} | (
+        {"total_timesteps": cli.total_timesteps} if cli.total_timesteps else {}
+    )
     args = Args.from_experiment(experiment, **extra)
-    print(f"lean PPO {experiment.name}: {args.num_envs} envs x {args.num_steps} steps, {args.update_epochs} epochs, "
-          f"{args.num_minibatches} minibatches, seed {args.seed}", flush=True)
+    print(
+        f"lean PPO {experiment.name}: {args.num_envs} envs x {args.num_steps} steps, {args.update_epochs} epochs, "
+        f"{args.num_minibatches} minibatches, seed {args.seed}",
+        flush=True,
+    )
     with open(cli.csv, "w", newline="") if cli.csv else open(os.devnull, "w") as out:
         writer = csv.writer(out)
         writer.writerow(["step", "mean_return", "steps_per_s"])
         for record in train(experiment, args):
             writer.writerow([record["step"], record["mean_return"], record["steps_per_s"]])
             out.flush()
-            print(f"step {record['step']:>9,}  {record['steps_per_s']:6.1f} steps/s  (sample {record['sample_s']:.0f} s, "
-                  f"update {record['update_s']:.0f} s)  return {record['mean_return']:6.2f} (last {WINDOW} episodes; {record['episodes']} "
-                  f"ended)  pg {record['policy_loss']:.3f} vf {record['vf_loss']:.3f} ent {record['entropy']:.3f}",
-                  flush=True)
+            print(
+                f"step {record['step']:>9,}  {record['steps_per_s']:6.1f} steps/s  (sample {record['sample_s']:.0f} s, "
+                f"update {record['update_s']:.0f} s)  return {record['mean_return']:6.2f} "
+                f"(last {WINDOW} episodes; {record['episodes']} ended)  "
+                f"pg {record['policy_loss']:.3f} vf {record['vf_loss']:.3f} ent {record['entropy']:.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

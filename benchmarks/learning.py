@@ -38,8 +38,20 @@ Curve = list[tuple[int, float]]  # (env steps, mean return)
 def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
     """`procgen-rl train` to `steps`; the curve comes from its per-iteration metric lines."""
     sets = [arg for item in overrides for arg in ("--set", item)]
-    command = [sys.executable, "-m", "procgen_rl.cli", "train", experiment, "--run-dir", str(out / "harness"),
-               *sets, "--set", f"stop.timesteps_total={steps}", "--set", "stop.time_total_s=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "procgen_rl.cli",
+        "train",
+        experiment,
+        "--run-dir",
+        str(out / "harness"),
+        *sets,
+        "--set",
+        f"stop.timesteps_total={steps}",
+        "--set",
+        "stop.time_total_s=0",
+    ]
     curve: Curve = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
@@ -55,8 +67,19 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
 def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
     """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV."""
     sets = [arg for item in overrides for arg in ("--set", item)]
-    subprocess.run([sys.executable, str(BENCHMARKS / "lean_ppo.py"), experiment, *sets,
-                    "--total-timesteps", str(steps), "--csv", str(out / "lean.csv")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "lean_ppo.py"),
+            experiment,
+            *sets,
+            "--total-timesteps",
+            str(steps),
+            "--csv",
+            str(out / "lean.csv"),
+        ],
+        check=True,
+    )
     return read_lean_csv(out / "lean.csv")
 
 
@@ -93,8 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("RESULTS_DIR", "results"),
-                                                         time.strftime("bench-learning-%Y%m%d-%H%M%S")))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("RESULTS_DIR", "results"), time.strftime("bench-learning-%Y%m%d-%H%M%S")),
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     seed = load_experiment(args.experiment, parse_set_args(args.overrides)).seed  # fails early on a bad config
@@ -120,16 +146,31 @@ def main() -> None:
     for label, curve in curves.items():
         step, final = curve[-1]
         mean, stderr = second_half(curve)
-        speed = (f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far "
-                 f"{peak_mib[label]:.0f} MiB" if label in seconds else "reused")
-        print(f"{label:14s} final mean return {final:6.2f} at {step:,} steps, second half {mean:.2f} ± {stderr:.2f}; {speed}")
+        speed = (
+            f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far "
+            f"{peak_mib[label]:.0f} MiB"
+            if label in seconds
+            else "reused"
+        )
+        print(
+            f"{label:14s} final mean return {final:6.2f} at {step:,} steps, "
+            f"second half {mean:.2f} ± {stderr:.2f}; {speed}"
+        )
         if label in seconds:  # a reused curve is not a new measurement
-            records.write("learning", records.measurement(args.experiment, args.overrides, steps=args.steps,
-                                                          implementation=label),
-                          {"final_step": step, "final_return": round(final, 2), "second_half_mean": round(mean, 2),
-                           "second_half_stderr": round(stderr, 2), "iterations": len(curve),
-                           "steps_per_s": round(step / seconds[label], 1), "peak_rss_mib": round(peak_mib[label]),
-                           "plot": os.path.relpath(kept, records.REPO)})
+            records.write(
+                "learning",
+                records.measurement(args.experiment, args.overrides, steps=args.steps, implementation=label),
+                {
+                    "final_step": step,
+                    "final_return": round(final, 2),
+                    "second_half_mean": round(mean, 2),
+                    "second_half_stderr": round(stderr, 2),
+                    "iterations": len(curve),
+                    "steps_per_s": round(step / seconds[label], 1),
+                    "peak_rss_mib": round(peak_mib[label]),
+                    "plot": os.path.relpath(kept, records.REPO),
+                },
+            )
     print(f"plot: {png} (and {os.path.relpath(kept)})")
 
 

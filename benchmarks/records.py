@@ -50,14 +50,18 @@ def hardware() -> dict[str, Any]:
     """This machine: CPU model, cores, memory and GPUs (by nvidia-smi, so no CUDA import is needed)."""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=True).stdout
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=True
+        ).stdout
         gpus = [name.strip() for name in smi.splitlines() if name.strip()]
     except (OSError, subprocess.CalledProcessError):
         gpus = []
@@ -76,6 +80,7 @@ def software() -> dict[str, str]:
 
 def git_commit() -> tuple[str, bool]:
     """HEAD and whether the work tree differs from it; ("unknown", True) outside a git checkout."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -95,13 +100,24 @@ def write(kind: str, what: dict[str, Any], figures: dict[str, Any], note: str | 
     """Write one record into RECORDS and return its path."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     commit, dirty = git_commit()
-    record = {"kind": kind, "measurement": what, "date": now.isoformat().replace("+00:00", "Z"),
-              "commit": commit, "dirty": dirty, "hardware": hardware(), "software": software(),
-              "command": command_line(), "figures": figures}
+    record = {
+        "kind": kind,
+        "measurement": what,
+        "date": now.isoformat().replace("+00:00", "Z"),
+        "commit": commit,
+        "dirty": dirty,
+        "hardware": hardware(),
+        "software": software(),
+        "command": command_line(),
+        "figures": figures,
+    }
     if note:
         record["note"] = note
-    label = "-".join(str(part) for part in (Path(what["experiment"]).stem, what.get("implementation"),
-                                            what.get("workers")) if part is not None)
+    label = "-".join(
+        str(part)
+        for part in (Path(what["experiment"]).stem, what.get("implementation"), what.get("workers"))
+        if part is not None
+    )
     stem = f"{now:%Y-%m-%d-%H%M%S}-{kind}-{re.sub(r'[^a-z0-9-]+', '-', label.lower())}"
     RECORDS.mkdir(exist_ok=True)
     path, n = RECORDS / f"{stem}.json", 1

@@ -87,15 +87,23 @@ def command(experiment: str, overrides: list[str], script: str, *extra: str) -> 
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def notes(records: list[Record]) -> list[str]:
     return [f"- {link(r, r['date'][:10])}: {r['note']}" for r in records if r.get("note")]
 
 
-def render_kind(records: list[Record], kind: str, header: list[str], row: Callable[[Record], list[str]],
-                ) -> str:
+def render_kind(
+    records: list[Record],
+    kind: str,
+    header: list[str],
+    row: Callable[[Record], list[str]],
+) -> str:
     """One table per hardware class, rows in measurement order, the records' notes below each."""
     lines: list[str] = []
     for hardware, chosen in current(records, kind).items():
@@ -107,10 +115,17 @@ def render_kind(records: list[Record], kind: str, header: list[str], row: Callab
 def bench_row(r: Record) -> list[str]:
     f = r["figures"]
     rss = f.get("phases", {}).get("training", {}).get("peak_rss_mib")
-    return [f"`{r['command']}`", number(f.get("envs_per_runner")), number(f.get("env_steps_per_s")),
-            number(f.get("inference_frames_per_s")), number(f.get("sampling_steps_per_s")),
-            number(f.get("lean_ppo_steps_per_s"), 1), number(f.get("training_steps_per_s"), 1),
-            number(f.get("ratio"), 2), "–" if rss is None else f"{rss / 1024:.1f} GiB"]
+    return [
+        f"`{r['command']}`",
+        number(f.get("envs_per_runner")),
+        number(f.get("env_steps_per_s")),
+        number(f.get("inference_frames_per_s")),
+        number(f.get("sampling_steps_per_s")),
+        number(f.get("lean_ppo_steps_per_s"), 1),
+        number(f.get("training_steps_per_s"), 1),
+        number(f.get("ratio"), 2),
+        "–" if rss is None else f"{rss / 1024:.1f} GiB",
+    ]
 
 
 def train_row(r: Record) -> list[str]:
@@ -123,14 +138,21 @@ RUNNERS = ("procgen_rl", "RLlib + pieces", "RLlib defaults")
 
 def env_runner_row(r: Record) -> list[str]:
     step_ms = r["figures"]["step_ms"]
-    return [f"`{r['command']}`", number(r["figures"]["envs_per_runner"]),
-            *(number(step_ms.get(name, {}).get("median"), 2) for name in RUNNERS)]
+    return [
+        f"`{r['command']}`",
+        number(r["figures"]["envs_per_runner"]),
+        *(number(step_ms.get(name, {}).get("median"), 2) for name in RUNNERS),
+    ]
 
 
 def cluster_row(r: Record) -> list[str]:
     f = r["figures"]
-    return [f"`{r['command']}`", str(r["measurement"]["workers"]),
-            f"{f['env_runners']} × {f['envs_per_runner']}", number(f["steps_per_s"])]
+    return [
+        f"`{r['command']}`",
+        str(r["measurement"]["workers"]),
+        f"{f['env_runners']} × {f['envs_per_runner']}",
+        number(f["steps_per_s"]),
+    ]
 
 
 def render_learning(records: list[Record]) -> str:
@@ -144,15 +166,24 @@ def render_learning(records: list[Record]) -> str:
         body = []
         for key, runs in sorted(rows.items(), key=lambda item: seeds_last(json.loads(item[0]))):
             what = json.loads(key)
-            plots = [r for r in records if "superseded" not in r and r["figures"].get("plot")
-                     and hardware_class(r["hardware"]) == hardware
-                     and {k: v for k, v in r["measurement"].items() if k != "implementation"} == what]
-            body.append([command(what["experiment"], what["overrides"], "benchmarks/learning.py", "--steps",
-                                 str(what["steps"])),
-                         *(learning_cell(runs.get(name)) for name in ("lean PPO", "harness")),
-                         f"[plot](../{plots[-1]['figures']['plot']})" if plots else "–"])
-        lines += [f"**{hardware}**", "",
-                  *table(["command", "lean PPO", "harness", "curves"], body), ""]
+            plots = [
+                r
+                for r in records
+                if "superseded" not in r
+                and r["figures"].get("plot")
+                and hardware_class(r["hardware"]) == hardware
+                and {k: v for k, v in r["measurement"].items() if k != "implementation"} == what
+            ]
+            body.append(
+                [
+                    command(
+                        what["experiment"], what["overrides"], "benchmarks/learning.py", "--steps", str(what["steps"])
+                    ),
+                    *(learning_cell(runs.get(name)) for name in ("lean PPO", "harness")),
+                    f"[plot](../{plots[-1]['figures']['plot']})" if plots else "–",
+                ]
+            )
+        lines += [f"**{hardware}**", "", *table(["command", "lean PPO", "harness", "curves"], body), ""]
         lines += [*notes(chosen), ""] if any(r.get("note") for r in chosen) else []
     return "\n".join(lines).rstrip("\n") + "\n" if lines else "No records yet.\n"
 
@@ -176,15 +207,30 @@ def learning_cell(record: Record | None) -> str:
 
 def render_blocks(records: list[Record]) -> dict[str, str]:
     return {
-        "bench": render_kind(records, "bench", ["command", "envs per runner", "env", "inference", "sampling",
-                                                "lean PPO", "training", "ratio", "peak RSS", "record"],
-                             bench_row),
-        "train": render_kind(records, "train", ["command", "env steps/s", "env steps", "seconds", "record"],
-                             train_row),
-        "env_runner": render_kind(records, "env_runner", ["command", "envs per runner", *RUNNERS, "record"],
-                                  env_runner_row),
-        "cluster": render_kind(records, "cluster", ["command", "WORKERS", "env runners × envs", "env steps/s",
-                                                    "record"], cluster_row),
+        "bench": render_kind(
+            records,
+            "bench",
+            [
+                "command",
+                "envs per runner",
+                "env",
+                "inference",
+                "sampling",
+                "lean PPO",
+                "training",
+                "ratio",
+                "peak RSS",
+                "record",
+            ],
+            bench_row,
+        ),
+        "train": render_kind(records, "train", ["command", "env steps/s", "env steps", "seconds", "record"], train_row),
+        "env_runner": render_kind(
+            records, "env_runner", ["command", "envs per runner", *RUNNERS, "record"], env_runner_row
+        ),
+        "cluster": render_kind(
+            records, "cluster", ["command", "WORKERS", "env runners × envs", "env steps/s", "record"], cluster_row
+        ),
         "learning": render_learning(records),
     }
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from procgen_rl import __version__
-from procgen_rl.launchers.docker_engine import check_docker
 from procgen_rl.errors import UserError
+from procgen_rl.launchers.docker_engine import check_docker
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
@@ -64,9 +64,19 @@ def tensorboard_scalar_tags(logdir: Path, expected: str, timeout: float = 90) ->
     """A real TensorBoard server on `logdir` (loopback): its scalar tags, as JSON text, once
     `expected` is among them or `timeout` passed."""
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir),
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tensorboard"),
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, tags = time.time() + timeout, "{}"
         while time.time() < deadline and expected not in tags:

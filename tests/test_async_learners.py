@@ -18,10 +18,20 @@ def test_appo_target_network_follows_after_every_trained_batch(monkeypatch):
 
     target_updates = []
     update_target_network = appo_learner.update_target_network
-    monkeypatch.setattr(appo_learner, "update_target_network", lambda main_net, target_net, tau: (
-        target_updates.append(main_net), update_target_network(main_net=main_net, target_net=target_net, tau=tau)))
-    experiment = load_experiment("experiments/appo-8m.yaml", parse_set_args(
-        ["algorithm.num_envs=8", "algorithm.num_steps=32", "model.custom_model_config={depths: [4], hidden: 16}"]))
+    monkeypatch.setattr(
+        appo_learner,
+        "update_target_network",
+        lambda main_net, target_net, tau: (
+            target_updates.append(main_net),
+            update_target_network(main_net=main_net, target_net=target_net, tau=tau),
+        ),
+    )
+    experiment = load_experiment(
+        "experiments/appo-8m.yaml",
+        parse_set_args(
+            ["algorithm.num_envs=8", "algorithm.num_steps=32", "model.custom_model_config={depths: [4], hidden: 16}"]
+        ),
+    )
     init_ray(experiment)
     try:
         algo = build_algorithm_config(experiment).build_algo()

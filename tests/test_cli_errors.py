@@ -9,24 +9,53 @@ from conftest import assert_one_line_error, run_cli
 PPO = "experiments/ppo-8m.yaml"
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["train", PPO, "--set", "env_config.env_name=pong"], ["--set env_config.env_name: unknown game 'pong'", "coinrun"]),
-    (["train", PPO, "--set", "env_config.levels=3"], ["unknown key 'env_config.levels'", "num_levels"]),
-    (["train", PPO, "--set", "algorithm.num_envs=lots"], ["--set algorithm.num_envs: expected an integer, got 'lots'"]),
-    (["train", PPO, "--set", "model.custom_model=resnet"], ["model.custom_model: unknown model 'resnet'", "impala_cnn"]),
-    (["train", PPO, "--set", "model.custom_model_config={depths: abc}"],
-     ["model.custom_model_config: ImpalaCNN fails to build or sample with {'depths': 'abc'}: TypeError"]),
-    (["train", PPO, "--set", "model.custom_model_config.precision=fp16"],
-     ["model.custom_model_config: ImpalaCNN fails to build or sample", "precision 'fp16' is not one of fp32, bf16"]),
-    (["train", PPO, "--backend", "compose", "--set", "model.custom_model_config={hidden: -1}"],
-     ["model.custom_model_config: ImpalaCNN fails to build or sample", "negative dimension"]),
-    (["train", PPO, "--set", "model.custom_model=procgen_rl.models.impala_cnn:ResidualBlock"],
-     ["model.custom_model:", "ResidualBlock'> is not an RLlib TorchRLModule subclass"]),
-    (["train", PPO, "--set", "algorithm.name=DQNX"], ["algorithm.name: unknown algorithm 'DQNX'", "PPO, APPO, IMPALA"]),
-    (["train", "experiments/nope.yaml"], ["experiment file not found: experiments/nope.yaml", "experiments/ppo-8m.yaml"]),
-    (["train"], ["give an EXPERIMENT file"]),
-    (["rollout", "results/does-not-exist"], ["results/does-not-exist: no such run or checkpoint directory"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (
+            ["train", PPO, "--set", "env_config.env_name=pong"],
+            ["--set env_config.env_name: unknown game 'pong'", "coinrun"],
+        ),
+        (["train", PPO, "--set", "env_config.levels=3"], ["unknown key 'env_config.levels'", "num_levels"]),
+        (
+            ["train", PPO, "--set", "algorithm.num_envs=lots"],
+            ["--set algorithm.num_envs: expected an integer, got 'lots'"],
+        ),
+        (
+            ["train", PPO, "--set", "model.custom_model=resnet"],
+            ["model.custom_model: unknown model 'resnet'", "impala_cnn"],
+        ),
+        (
+            ["train", PPO, "--set", "model.custom_model_config={depths: abc}"],
+            ["model.custom_model_config: ImpalaCNN fails to build or sample with {'depths': 'abc'}: TypeError"],
+        ),
+        (
+            ["train", PPO, "--set", "model.custom_model_config.precision=fp16"],
+            [
+                "model.custom_model_config: ImpalaCNN fails to build or sample",
+                "precision 'fp16' is not one of fp32, bf16",
+            ],
+        ),
+        (
+            ["train", PPO, "--backend", "compose", "--set", "model.custom_model_config={hidden: -1}"],
+            ["model.custom_model_config: ImpalaCNN fails to build or sample", "negative dimension"],
+        ),
+        (
+            ["train", PPO, "--set", "model.custom_model=procgen_rl.models.impala_cnn:ResidualBlock"],
+            ["model.custom_model:", "ResidualBlock'> is not an RLlib TorchRLModule subclass"],
+        ),
+        (
+            ["train", PPO, "--set", "algorithm.name=DQNX"],
+            ["algorithm.name: unknown algorithm 'DQNX'", "PPO, APPO, IMPALA"],
+        ),
+        (
+            ["train", "experiments/nope.yaml"],
+            ["experiment file not found: experiments/nope.yaml", "experiments/ppo-8m.yaml"],
+        ),
+        (["train"], ["give an EXPERIMENT file"]),
+        (["rollout", "results/does-not-exist"], ["results/does-not-exist: no such run or checkpoint directory"]),
+    ],
+)
 def test_bad_input_fails_fast_with_one_line(args, fragments):
     assert_one_line_error(run_cli(*args, timeout=120), *fragments)
 
@@ -54,18 +83,39 @@ class Recurrent(ImpalaCNN):
 """
 
 
-@pytest.mark.parametrize("experiment, model, fragments", [
-    (PPO, "NoSampledValues", ["model.custom_model: NoSampledValues._forward_exploration must also return "
-                              "Columns.VF_PREDS"]),
-    ("experiments/appo-8m.yaml", "NoTargets", ["model.custom_model: NoTargets must implement TargetNetworkAPI "
-                                               "for APPO"]),
-    (PPO, "Recurrent", ["model.custom_model: Recurrent is recurrent (its get_initial_state is not empty); "
-                        "the env runners feed a model frames only, no state"]),
-])
+@pytest.mark.parametrize(
+    "experiment, model, fragments",
+    [
+        (
+            PPO,
+            "NoSampledValues",
+            ["model.custom_model: NoSampledValues._forward_exploration must also return Columns.VF_PREDS"],
+        ),
+        (
+            "experiments/appo-8m.yaml",
+            "NoTargets",
+            ["model.custom_model: NoTargets must implement TargetNetworkAPI for APPO"],
+        ),
+        (
+            PPO,
+            "Recurrent",
+            [
+                "model.custom_model: Recurrent is recurrent (its get_initial_state is not empty); "
+                "the env runners feed a model frames only, no state"
+            ],
+        ),
+    ],
+)
 def test_a_user_model_that_breaks_the_contract_is_one_line(tmp_path, experiment, model, fragments):
     (tmp_path / "user_models.py").write_text(USER_MODELS)
-    result = run_cli("train", experiment, "--set", f"model.custom_model=user_models:{model}", timeout=120,
-                     env={"PYTHONPATH": str(tmp_path)})
+    result = run_cli(
+        "train",
+        experiment,
+        "--set",
+        f"model.custom_model=user_models:{model}",
+        timeout=120,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert_one_line_error(result, *fragments)
 
 
@@ -110,8 +160,16 @@ def test_resume_from_an_incomplete_checkpoint_fails_before_ray(tmp_path):
 def test_resume_from_a_corrupt_checkpoint_is_one_line_and_keeps_the_config(tmp_path):
     make_run_with_corrupt_checkpoint(tmp_path)
     config_before = (tmp_path / "config.yaml").read_text()
-    result = run_cli("train", "--resume", str(tmp_path), "--set", "algorithm.num_envs=8",
-                     "--set", "algorithm.num_steps=64", timeout=300)
+    result = run_cli(
+        "train",
+        "--resume",
+        str(tmp_path),
+        "--set",
+        "algorithm.num_envs=8",
+        "--set",
+        "algorithm.num_steps=64",
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr[-3000:]
     assert "cannot restore" in result.stderr.strip().splitlines()[-1]
@@ -140,21 +198,32 @@ def test_help_lists_commands():
     assert result.returncode == 0 and "train" in result.stdout and "rollout" in result.stdout
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["train", PPO, "--set", "algorithm.num_envs=1e9"],
-     ["--set algorithm.num_envs: must be in [1, 65536], got 1000000000"]),
-    (["train", PPO, "--set", "env_config.start_level=2147483600"],
-     ["--set env_config.start_level: start_level + num_levels = 2147483600 + 200 must be at most 2147483647"]),
-    (["train", PPO, "--set", "checkpoint.keep=-1"], ["--set checkpoint.keep: must be >= 0, got -1"]),
-    (["train", PPO, "--set", "algorithm.max_grad_norm=-0.5"], ["--set algorithm.max_grad_norm: must be > 0, got -0.5"]),
-    (["train", PPO, "--set", "name=../x"], ["--set name: '../x' is not a safe run name"]),
-    (["train", "{tmp}/empty.yaml"], ["{tmp}/empty.yaml: empty (no settings"]),
-    (["train", "{tmp}/binary.yaml"], ["{tmp}/binary.yaml: not a text file"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (
+            ["train", PPO, "--set", "algorithm.num_envs=1e9"],
+            ["--set algorithm.num_envs: must be in [1, 65536], got 1000000000"],
+        ),
+        (
+            ["train", PPO, "--set", "env_config.start_level=2147483600"],
+            ["--set env_config.start_level: start_level + num_levels = 2147483600 + 200 must be at most 2147483647"],
+        ),
+        (["train", PPO, "--set", "checkpoint.keep=-1"], ["--set checkpoint.keep: must be >= 0, got -1"]),
+        (
+            ["train", PPO, "--set", "algorithm.max_grad_norm=-0.5"],
+            ["--set algorithm.max_grad_norm: must be > 0, got -0.5"],
+        ),
+        (["train", PPO, "--set", "name=../x"], ["--set name: '../x' is not a safe run name"]),
+        (["train", "{tmp}/empty.yaml"], ["{tmp}/empty.yaml: empty (no settings"]),
+        (["train", "{tmp}/binary.yaml"], ["{tmp}/binary.yaml: not a text file"]),
+    ],
+)
 def test_out_of_range_settings_and_bad_files_fail_before_ray(tmp_path, args, fragments):
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
     (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
-    result = run_cli(*(arg.format(tmp=tmp_path) for arg in args), timeout=120,
-                     env={"RESULTS_DIR": str(tmp_path / "results")})
+    result = run_cli(
+        *(arg.format(tmp=tmp_path) for arg in args), timeout=120, env={"RESULTS_DIR": str(tmp_path / "results")}
+    )
     assert_one_line_error(result, *(fragment.format(tmp=tmp_path) for fragment in fragments))
     assert not (tmp_path / "results").exists()

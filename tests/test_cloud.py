@@ -21,9 +21,9 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 
@@ -40,10 +40,22 @@ BUCKET = "procgen-rl-test-bucket"
 ROLE_NAME = "procgen-rl-test-role"
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/procgen-rl:0.1.0-gpu-0123456789ab"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"  # where SageMaker (and the SDK's log streaming) keeps job logs
-AWS_SETTINGS = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                cloud.ROLE_ENV, cloud.BUCKET_ENV, cloud.REGISTRY_ENV)
+AWS_SETTINGS = (
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    cloud.ROLE_ENV,
+    cloud.BUCKET_ENV,
+    cloud.REGISTRY_ENV,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +73,9 @@ def no_aws_configuration(monkeypatch, tmp_path):
 def moto_endpoint():
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    with serving([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                 f"{endpoint}/moto-api/"):
+    with serving(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], f"{endpoint}/moto-api/"
+    ):
         yield endpoint
 
 
@@ -100,8 +113,11 @@ def aws(moto_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     session = boto3.Session(region_name=REGION)
     session.client("s3").create_bucket(Bucket=BUCKET)
-    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
-                            "Action": "sts:AssumeRole"}]}
+    trust = {
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+    }
     role_arn = session.client("iam").create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))
     return SimpleNamespace(session=session, role_arn=role_arn["Role"]["Arn"], sagemaker=session.client("sagemaker"))
 
@@ -117,18 +133,33 @@ def put_job_log(aws, job: str, *lines: str) -> None:
     stream = f"{job}/algo-1-1764000000"
     logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
     now = int(time.time() * 1000)
-    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream,
-                        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
+    logs.put_log_events(
+        logGroupName=LOG_GROUP,
+        logStreamName=stream,
+        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)],
+    )
 
 
 def sample_metrics() -> dict[str, float]:
-    return {"iteration": 7, "timesteps_total": 114688, "episodes_total": 31, "episode_reward_mean": 6.25,
-            "episode_reward_min": 0.0, "episode_reward_max": 10.0, "episode_len_mean": 210.5,
-            "normalized_score": -0.125, "steps_per_s": 1234.5678, "time_total_s": 93.25,
-            "policy_loss": -1.5e-05, "vf_loss": 0.3, "entropy": 2.7}
+    return {
+        "iteration": 7,
+        "timesteps_total": 114688,
+        "episodes_total": 31,
+        "episode_reward_mean": 6.25,
+        "episode_reward_min": 0.0,
+        "episode_reward_max": 10.0,
+        "episode_len_mean": 210.5,
+        "normalized_score": -0.125,
+        "steps_per_s": 1234.5678,
+        "time_total_s": 93.25,
+        "policy_loss": -1.5e-05,
+        "vf_loss": 0.3,
+        "entropy": 2.7,
+    }
 
 
 # --- without AWS -------------------------------------------------------------------------------
+
 
 def test_metric_definitions_parse_the_line_the_trainer_prints(tmp_path):
     stream = io.StringIO()
@@ -143,10 +174,17 @@ def test_metric_definitions_parse_the_line_the_trainer_prints(tmp_path):
         assert value == pytest.approx(sample_metrics()[definition["Name"]], rel=1e-5), definition
 
 
-@pytest.mark.parametrize("instance_type, variant", [
-    ("ml.g4dn.4xlarge", "gpu"), ("ml.g5.xlarge", "gpu"), ("ml.p3.2xlarge", "gpu"), ("ml.p4d.24xlarge", "gpu"),
-    ("ml.c5.4xlarge", "cpu"), ("ml.m5.large", "cpu"),
-])
+@pytest.mark.parametrize(
+    "instance_type, variant",
+    [
+        ("ml.g4dn.4xlarge", "gpu"),
+        ("ml.g5.xlarge", "gpu"),
+        ("ml.p3.2xlarge", "gpu"),
+        ("ml.p4d.24xlarge", "gpu"),
+        ("ml.c5.4xlarge", "cpu"),
+        ("ml.m5.large", "cpu"),
+    ],
+)
 def test_the_instance_type_picks_the_image(instance_type, variant):
     groups = cloud.instance_groups(instance_type, 2, 0, 0, "", "")
     assert cloud.plan_job("smoke", groups, BUCKET).variant == variant
@@ -155,12 +193,16 @@ def test_the_instance_type_picks_the_image(instance_type, variant):
 def test_heterogeneous_groups_run_the_gpu_image():
     groups = cloud.instance_groups("", 1, 1, 3, "ml.g4dn.xlarge", "ml.c5.4xlarge")
     assert [(g.name, g.instance_type, g.count) for g in groups] == [
-        ("learner", "ml.g4dn.xlarge", 1), ("rollout", "ml.c5.4xlarge", 3)]
+        ("learner", "ml.g4dn.xlarge", 1),
+        ("rollout", "ml.c5.4xlarge", 3),
+    ]
     assert cloud.plan_job("smoke", groups, BUCKET).variant == "gpu"
 
 
 def test_every_job_gets_its_own_ray_token():
-    tokens = {estimator_arguments("experiments/smoke.yaml", {})["environment"][envvars.RAY_AUTH_TOKEN] for _ in range(2)}
+    tokens = {
+        estimator_arguments("experiments/smoke.yaml", {})["environment"][envvars.RAY_AUTH_TOKEN] for _ in range(2)
+    }
     assert len(tokens) == 2 and all(re.fullmatch("[0-9a-f]{32}", token) for token in tokens)
 
 
@@ -171,32 +213,73 @@ def test_job_names_fit_sagemaker_rules():
         cloud.check_job_name("bad_name")
 
 
-@pytest.mark.parametrize("args, env, fragments", [
-    ([], {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-          cloud.BUCKET_ENV: BUCKET}, ["no SageMaker execution role", "pass --role or set SAGEMAKER_ROLE"]),
-    ([], {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-          cloud.ROLE_ENV: ROLE_NAME}, ["no S3 bucket", "pass --bucket or set SAGEMAKER_BUCKET"]),
-    (["--role", ROLE_NAME, "--bucket", BUCKET], {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
-     ["no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION"]),
-    (["--role", ROLE_NAME, "--bucket", BUCKET, "--region", REGION], {},
-     ["no AWS credentials", "--profile or AWS_PROFILE"]),
-    (["--role", ROLE_NAME, "--bucket", BUCKET, "--profile", "nope"], {}, ["--profile or AWS_PROFILE", "nope"]),
-    (["--instance-type", "g4dn.xlarge"], {}, ["--instance-type 'g4dn.xlarge': not a SageMaker instance type"]),
-    (["--instance-count", "0"], {}, ["--instance-count must be >= 1, got 0"]),
-    (["--gpu-instances", "1"], {}, ["--gpu-instances and --cpu-instances go together"]),
-    (["--gpu-instances", "1", "--cpu-instances", "2", "--gpu-instance-type", "ml.c5.xlarge"], {},
-     ["--gpu-instance-type ml.c5.xlarge: not a GPU type"]),
-    (["--gpu-instances", "1", "--cpu-instances", "2", "--cpu-instance-type", "ml.p3.2xlarge"], {},
-     ["--cpu-instance-type ml.p3.2xlarge: a GPU type"]),
-    (["--max-run", "3600", "--max-wait", "600"], {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET},
-     ["--max-wait 600 s must be >= --max-run 3600 s"]),
-    (["--no-spot", "--max-wait", "600"], {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET},
-     ["--max-wait applies to spot jobs only"]),
-    (["--job-name", "has_underscore"], {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET}, ["--job-name 'has_underscore'"]),
-    (["--tag", "novalue"], {}, ["--tag: expected KEY=VALUE"]),
-    (["--set", "env_config.env_name=pong"], {}, ["--set env_config.env_name: unknown game 'pong'"]),
-    (["--set", "model.custom_model_config={hidden: -1}"], {}, ["model.custom_model_config: ImpalaCNN fails"]),
-])
+@pytest.mark.parametrize(
+    "args, env, fragments",
+    [
+        (
+            [],
+            {
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY": "s",
+                cloud.BUCKET_ENV: BUCKET,
+            },
+            ["no SageMaker execution role", "pass --role or set SAGEMAKER_ROLE"],
+        ),
+        (
+            [],
+            {
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY": "s",
+                cloud.ROLE_ENV: ROLE_NAME,
+            },
+            ["no S3 bucket", "pass --bucket or set SAGEMAKER_BUCKET"],
+        ),
+        (
+            ["--role", ROLE_NAME, "--bucket", BUCKET],
+            {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            ["no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION"],
+        ),
+        (
+            ["--role", ROLE_NAME, "--bucket", BUCKET, "--region", REGION],
+            {},
+            ["no AWS credentials", "--profile or AWS_PROFILE"],
+        ),
+        (["--role", ROLE_NAME, "--bucket", BUCKET, "--profile", "nope"], {}, ["--profile or AWS_PROFILE", "nope"]),
+        (["--instance-type", "g4dn.xlarge"], {}, ["--instance-type 'g4dn.xlarge': not a SageMaker instance type"]),
+        (["--instance-count", "0"], {}, ["--instance-count must be >= 1, got 0"]),
+        (["--gpu-instances", "1"], {}, ["--gpu-instances and --cpu-instances go together"]),
+        (
+            ["--gpu-instances", "1", "--cpu-instances", "2", "--gpu-instance-type", "ml.c5.xlarge"],
+            {},
+            ["--gpu-instance-type ml.c5.xlarge: not a GPU type"],
+        ),
+        (
+            ["--gpu-instances", "1", "--cpu-instances", "2", "--cpu-instance-type", "ml.p3.2xlarge"],
+            {},
+            ["--cpu-instance-type ml.p3.2xlarge: a GPU type"],
+        ),
+        (
+            ["--max-run", "3600", "--max-wait", "600"],
+            {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET},
+            ["--max-wait 600 s must be >= --max-run 3600 s"],
+        ),
+        (
+            ["--no-spot", "--max-wait", "600"],
+            {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET},
+            ["--max-wait applies to spot jobs only"],
+        ),
+        (
+            ["--job-name", "has_underscore"],
+            {cloud.ROLE_ENV: "r", cloud.BUCKET_ENV: BUCKET},
+            ["--job-name 'has_underscore'"],
+        ),
+        (["--tag", "novalue"], {}, ["--tag: expected KEY=VALUE"]),
+        (["--set", "env_config.env_name=pong"], {}, ["--set env_config.env_name: unknown game 'pong'"]),
+        (["--set", "model.custom_model_config={hidden: -1}"], {}, ["model.custom_model_config: ImpalaCNN fails"]),
+    ],
+)
 def test_missing_or_bad_configuration_is_one_line_naming_the_flag(args, env, fragments):
     result = run_cli("cloud", "train", "experiments/smoke.yaml", *args, timeout=120, env=env)
     assert_one_line_error(result, *fragments)
@@ -210,27 +293,54 @@ def test_an_experiment_outside_the_image_is_refused(tmp_path):
 
 
 def test_fetch_needs_an_s3_uri():
-    result = run_cli("cloud", "fetch", "results/some-run", "out", "--region", REGION, timeout=120,
-                     env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    result = run_cli(
+        "cloud",
+        "fetch",
+        "results/some-run",
+        "out",
+        "--region",
+        REGION,
+        timeout=120,
+        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+    )
     assert_one_line_error(result, "results/some-run: not an S3 URI (s3://bucket/prefix/job)")
 
 
 def make_dry_run(*args: str) -> str:
     """The commands `make -n` would run (VENV elsewhere: nothing is built or touched)."""
-    result = subprocess.run(["make", "-n", *args, "VENV=/nonexistent-venv"], cwd=REPO, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        ["make", "-n", *args, "VENV=/nonexistent-venv"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     return result.stdout
 
 
 def test_make_targets_pass_the_cloud_variables():
-    hetero = make_dry_run("train-cloud", "EXPERIMENT=experiments/smoke.yaml", "GPU_INSTANCES=1", "CPU_INSTANCES=3",
-                          "CPU_INSTANCE_TYPE=ml.c5.9xlarge", "DRY_RUN=1", "SET=env_config.env_name=starpilot")
-    assert ("procgen-rl cloud train experiments/smoke.yaml --instance-count 1 --gpu-instances 1 --cpu-instances 3 "
-            "--cpu-instance-type ml.c5.9xlarge --dry-run --set env_config.env_name=starpilot") in hetero
-    homogeneous = make_dry_run("train-cloud", "INSTANCE_TYPE=ml.g4dn.4xlarge", "INSTANCE_COUNT=2", "SPOT=0", "WAIT=1",
-                               "MAX_RUN=7200", "CLOUD_ARGS=--bucket b")
-    assert ("cloud train experiments/ppo-8m.yaml --instance-count 2 --gpu-instances 0 --cpu-instances 0 "
-            "--instance-type ml.g4dn.4xlarge --no-spot --max-run 7200 --wait --bucket b") in homogeneous
+    hetero = make_dry_run(
+        "train-cloud",
+        "EXPERIMENT=experiments/smoke.yaml",
+        "GPU_INSTANCES=1",
+        "CPU_INSTANCES=3",
+        "CPU_INSTANCE_TYPE=ml.c5.9xlarge",
+        "DRY_RUN=1",
+        "SET=env_config.env_name=starpilot",
+    )
+    assert (
+        "procgen-rl cloud train experiments/smoke.yaml --instance-count 1 --gpu-instances 1 --cpu-instances 3 "
+        "--cpu-instance-type ml.c5.9xlarge --dry-run --set env_config.env_name=starpilot"
+    ) in hetero
+    homogeneous = make_dry_run(
+        "train-cloud",
+        "INSTANCE_TYPE=ml.g4dn.4xlarge",
+        "INSTANCE_COUNT=2",
+        "SPOT=0",
+        "WAIT=1",
+        "MAX_RUN=7200",
+        "CLOUD_ARGS=--bucket b",
+    )
+    assert (
+        "cloud train experiments/ppo-8m.yaml --instance-count 2 --gpu-instances 0 --cpu-instances 0 "
+        "--instance-type ml.g4dn.4xlarge --no-spot --max-run 7200 --wait --bucket b"
+    ) in homogeneous
     run = "s3://b/procgen-rl/procgen-rl-smoke-20261125-170000/"
     board = make_dry_run("tensorboard", f"RUN={run}", "RESULTS_DIR=res")
     assert f"procgen-rl cloud fetch {run} res/procgen-rl-smoke-20261125-170000\n" in board
@@ -242,6 +352,7 @@ def test_make_targets_pass_the_cloud_variables():
 
 # --- against moto --------------------------------------------------------------------------------
 
+
 def start(aws, groups, *, overrides=None, wait=False, dry_run=False, **plan) -> tuple[cloud.JobSpec, dict]:
     spec = cloud.plan_job("smoke", groups, BUCKET, **plan)
     common = estimator_arguments("experiments/smoke.yaml", overrides or {})
@@ -251,7 +362,11 @@ def start(aws, groups, *, overrides=None, wait=False, dry_run=False, **plan) -> 
 
 def test_heterogeneous_spot_job_configuration(aws, repo, monkeypatch):
     groups = cloud.instance_groups("", 1, 1, 3, "ml.g4dn.2xlarge", "ml.c5.4xlarge")
-    overrides = {"env_config.env_name": "starpilot", "stop.timesteps_total": 100000, "algorithm.normalize_reward": False}
+    overrides = {
+        "env_config.env_name": "starpilot",
+        "stop.timesteps_total": 100000,
+        "algorithm.normalize_reward": False,
+    }
     spec, request = start(aws, groups, overrides=overrides, max_run=3600, tags={"team": "rl"}, name="procgen-rl-hetero")
     job = describe(aws, spec.name)
     run = f"s3://{BUCKET}/procgen-rl/procgen-rl-hetero"
@@ -260,11 +375,15 @@ def test_heterogeneous_spot_job_configuration(aws, repo, monkeypatch):
     assert job["RoleArn"] == aws.role_arn  # the SDK resolved the role name through IAM
     assert job["ResourceConfig"]["InstanceGroups"] == [
         {"InstanceGroupName": "learner", "InstanceType": "ml.g4dn.2xlarge", "InstanceCount": 1},
-        {"InstanceGroupName": "rollout", "InstanceType": "ml.c5.4xlarge", "InstanceCount": 3}]
+        {"InstanceGroupName": "rollout", "InstanceType": "ml.c5.4xlarge", "InstanceCount": 3},
+    ]
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert job["CheckpointConfig"] == {"S3Uri": f"{run}/checkpoints", "LocalPath": "/opt/ml/checkpoints"}
-    assert job["TensorBoardOutputConfig"] == {"S3OutputPath": f"{run}/tensorboard", "LocalPath": "/opt/ml/output/data/run"}
+    assert job["TensorBoardOutputConfig"] == {
+        "S3OutputPath": f"{run}/tensorboard",
+        "LocalPath": "/opt/ml/output/data/run",
+    }
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"{run}/output/model.tar.gz"  # where fetch looks
     tags = aws.sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
     assert {"Key": "team", "Value": "rl"} in tags and {"Key": "experiment", "Value": "smoke"} in tags
@@ -304,14 +423,25 @@ def test_wait_streams_the_job_log(aws, capsys):
 
 
 def test_a_missing_bucket_is_one_line(aws):
-    result = run_cli("cloud", "train", "experiments/smoke.yaml", "--role", ROLE_NAME, "--bucket", "no-such-bucket",
-                     timeout=120)
+    result = run_cli(
+        "cloud", "train", "experiments/smoke.yaml", "--role", ROLE_NAME, "--bucket", "no-such-bucket", timeout=120
+    )
     assert_one_line_error(result, "--bucket or SAGEMAKER_BUCKET: bucket 'no-such-bucket' not usable")
 
 
 def test_no_docker_engine_is_one_line(aws):
-    result = run_cli("cloud", "train", "experiments/smoke.yaml", "--role", ROLE_NAME, "--bucket", BUCKET,
-                     "--dry-run", timeout=120, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    result = run_cli(
+        "cloud",
+        "train",
+        "experiments/smoke.yaml",
+        "--role",
+        ROLE_NAME,
+        "--bucket",
+        BUCKET,
+        "--dry-run",
+        timeout=120,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
     assert_one_line_error(result, "no Docker engine answers", "start Docker (the image is pushed from it)")
 
 
@@ -349,7 +479,9 @@ def test_fetch_syncs_events_for_tensorboard_and_unpacks_the_model(aws, tmp_path)
     with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:  # as SageMaker packs /opt/ml/model
         for path in sorted(model_dir.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
-    aws.session.client("s3").upload_file(str(tmp_path / "model.tar.gz"), BUCKET, f"procgen-rl/{job}/output/model.tar.gz")
+    aws.session.client("s3").upload_file(
+        str(tmp_path / "model.tar.gz"), BUCKET, f"procgen-rl/{job}/output/model.tar.gz"
+    )
     finished = run_cli("cloud", "fetch", run_uri, str(target), "--model", timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "(0 new or changed files)" in finished.stdout  # a sync: unchanged files are not downloaded again
@@ -364,6 +496,7 @@ def test_fetch_of_an_empty_prefix_says_what_to_give(aws, tmp_path):
 
 # --- with Docker: the real image pushed to a real registry ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def registry(require_docker, tmp_path_factory):
     """Debian's docker-registry on a free loopback port (Docker pushes to 127.0.0.1 without TLS)."""
@@ -376,8 +509,9 @@ def registry(require_docker, tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     address = f"127.0.0.1:{free_port()}"
     config = root / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: {address}\n")
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: {address}\n"
+    )
     with serving([binary, "serve", str(config)], f"http://{address}/v2/"):
         yield address
 
@@ -385,14 +519,31 @@ def registry(require_docker, tmp_path_factory):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_cloud_train_pushes_the_image_and_starts_the_job(aws, registry):
-    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE], capture_output=True,
-                              text=True, check=True).stdout.strip().removeprefix("sha256:")
+    image_id = (
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .removeprefix("sha256:")
+    )
     job = "procgen-rl-pushed"
     put_job_log(aws, job, metric_line(sample_metrics()))
-    result = run_cli("cloud", "train", "experiments/smoke.yaml", "--instance-type", "ml.c5.xlarge",
-                     "--instance-count", "2", "--job-name", job, "--wait", "--set", "env_config.env_name=starpilot",
-                     timeout=900, env={cloud.ROLE_ENV: ROLE_NAME, cloud.BUCKET_ENV: BUCKET,
-                                       cloud.REGISTRY_ENV: registry})
+    result = run_cli(
+        "cloud",
+        "train",
+        "experiments/smoke.yaml",
+        "--instance-type",
+        "ml.c5.xlarge",
+        "--instance-count",
+        "2",
+        "--job-name",
+        job,
+        "--wait",
+        "--set",
+        "env_config.env_name=starpilot",
+        timeout=900,
+        env={cloud.ROLE_ENV: ROLE_NAME, cloud.BUCKET_ENV: BUCKET, cloud.REGISTRY_ENV: registry},
+    )
     tag = f"{__version__}-cpu-{image_id[:12]}"
     subprocess.run(["docker", "rmi", f"{registry}/procgen-rl:{tag}"], capture_output=True)  # the push's local tag
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -411,13 +562,24 @@ def test_cloud_train_pushes_the_image_and_starts_the_job(aws, registry):
 
 @pytest.mark.docker
 def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
-    result = run_cli("cloud", "train", "experiments/smoke.yaml", "--instance-type", "ml.p3.2xlarge", "--dry-run",
-                     "--role", ROLE_NAME, "--bucket", BUCKET, timeout=300)
+    result = run_cli(
+        "cloud",
+        "train",
+        "experiments/smoke.yaml",
+        "--instance-type",
+        "ml.p3.2xlarge",
+        "--dry-run",
+        "--role",
+        ROLE_NAME,
+        "--bucket",
+        BUCKET,
+        timeout=300,
+    )
     gpu_image = f"procgen-rl:{__version__}-gpu"
     if subprocess.run(["docker", "image", "inspect", gpu_image], capture_output=True).returncode:
         assert_one_line_error(result, f"image {gpu_image} not found: build it with `make image-gpu`")
     else:
         assert result.returncode == 0, result.stderr[-3000:]
-        request = json.loads(result.stdout[:result.stdout.index("\nDry run:")])
+        request = json.loads(result.stdout[: result.stdout.index("\nDry run:")])
         assert f"/procgen-rl:{__version__}-gpu-" in request["AlgorithmSpecification"]["TrainingImage"]
         assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from procgen_rl.launchers.compose import cluster_slots
 from procgen_rl.config import load_experiment
 from procgen_rl.errors import ConfigError
+from procgen_rl.launchers.compose import cluster_slots
 from procgen_rl.run_dir import STATE_FILE, STOPPED_FILE, RunDir, interrupted_run
 
 RUNNERS = "resources.num_env_runners"
@@ -31,7 +31,9 @@ def test_one_runner_per_worker_unless_set():
 
 
 def test_workers_that_cannot_split_the_envs_fail_naming_workers():
-    with pytest.raises(ConfigError, match=r"^--workers 3 \(one env runner each\): 3 runners cannot split algorithm.num_envs=8"):
+    with pytest.raises(
+        ConfigError, match=r"^--workers 3 \(one env runner each\): 3 runners cannot split algorithm.num_envs=8"
+    ):
         cluster_slots(experiment(), workers=3, overrides={})
 
 
@@ -75,10 +77,18 @@ def test_runs_without_checkpoints_and_other_experiments_are_not_continued(result
 
 def test_a_run_being_trained_is_not_continued(results):
     run = make_run(results, "smoke-20261125-100000")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from procgen_rl.run_dir import RunDir\n"
-                               "with RunDir(Path(sys.argv[1])).lock():\n print('locked', flush=True); time.sleep(60)",
-                               str(run.path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from procgen_rl.run_dir import RunDir\n"
+            "with RunDir(Path(sys.argv[1])).lock():\n print('locked', flush=True); time.sleep(60)",
+            str(run.path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert interrupted_run("smoke") is None

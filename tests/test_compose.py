@@ -32,8 +32,14 @@ def no_cluster_left_behind():
 
 def start_training(results: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RESULTS_DIR": str(results)}
-    return subprocess.Popen([*CLI, "train", "--backend", "compose", "--image", IMAGE, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*CLI, "train", "--backend", "compose", "--image", IMAGE, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_line(process: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 300) -> None:
@@ -60,8 +66,18 @@ def only_run(results: Path) -> Path:
 
 
 def test_head_and_two_workers_train_and_every_worker_samples(tmp_path):
-    result = run_cli("train", SMOKE, "--backend", "compose", "--workers", "2", "--image", IMAGE,
-                     timeout=600, env={"RESULTS_DIR": str(tmp_path)})
+    result = run_cli(
+        "train",
+        SMOKE,
+        "--backend",
+        "compose",
+        "--workers",
+        "2",
+        "--image",
+        IMAGE,
+        timeout=600,
+        env={"RESULTS_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     run = only_run(tmp_path)
     steps = json.loads((run / "steps_by_host.json").read_text())
@@ -70,16 +86,26 @@ def test_head_and_two_workers_train_and_every_worker_samples(tmp_path):
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
     assert owners == {(os.getuid(), os.getgid())}, owners  # the host user's, not root's
     assert f"Results:     {run}" in result.stdout  # paths the driver prints are valid on the host
-    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"name={PROJECT_NAME}-"],
-                          capture_output=True, text=True).stdout.strip() == ""  # torn down
+    assert (
+        subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"name={PROJECT_NAME}-"], capture_output=True, text=True
+        ).stdout.strip()
+        == ""
+    )  # torn down
 
 
 def test_cluster_up_publishes_only_loopback_and_takes_an_attached_driver(tmp_path):
     env = {"RESULTS_DIR": str(tmp_path)}
     up = run_cli("cluster", "up", "--workers", "1", "--image", IMAGE, timeout=300, env=env)
     assert up.returncode == 0, up.stdout + up.stderr
-    ports = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", HEAD],
-                                      capture_output=True, text=True, check=True).stdout)
+    ports = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", HEAD],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     bindings = [b for mapping in ports.values() if mapping for b in mapping]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), ports
     assert list(ports) == ["10001/tcp"], ports  # GCS 6379 and everything else stay unpublished
@@ -90,9 +116,24 @@ def test_cluster_up_publishes_only_loopback_and_takes_an_attached_driver(tmp_pat
 
     run = tmp_path / "attached"
     driver = subprocess.run(
-        ["docker", "exec", HEAD, "procgen-rl", "train", str(REPO / SMOKE), "--run-dir", str(run),
-         "--set", "resources.num_env_runners=1", "--set", "resources.spread_env_runners=true"],
-        capture_output=True, text=True, timeout=600)
+        [
+            "docker",
+            "exec",
+            HEAD,
+            "procgen-rl",
+            "train",
+            str(REPO / SMOKE),
+            "--run-dir",
+            str(run),
+            "--set",
+            "resources.num_env_runners=1",
+            "--set",
+            "resources.spread_env_runners=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert driver.returncode == 0, (driver.stdout + driver.stderr)[-5000:]
     steps = json.loads((run / "steps_by_host.json").read_text())
     assert list(steps.values()) == [1024] and "ray-head" not in steps, steps
@@ -100,8 +141,12 @@ def test_cluster_up_publishes_only_loopback_and_takes_an_attached_driver(tmp_pat
     logs = run_cli("cluster", "logs", "--no-follow", timeout=60, env=env)
     assert "joined the Ray cluster at ray-head" in logs.stdout + logs.stderr
     assert run_cli("cluster", "down", timeout=120, env=env).returncode == 0
-    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"name={PROJECT_NAME}-"],
-                          capture_output=True, text=True).stdout.strip() == ""
+    assert (
+        subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"name={PROJECT_NAME}-"], capture_output=True, text=True
+        ).stdout.strip()
+        == ""
+    )
 
 
 def test_killed_worker_is_reported_and_training_finishes(tmp_path):
@@ -117,8 +162,9 @@ def test_killed_worker_is_reported_and_training_finishes(tmp_path):
 
 def test_killed_head_resumes_with_the_step_counter(tmp_path):
     seen: list[str] = []
-    process = start_training(tmp_path, SMOKE, "--workers", "1", "--resume-interrupted",
-                             "--set", "stop.timesteps_total=8192")
+    process = start_training(
+        tmp_path, SMOKE, "--workers", "1", "--resume-interrupted", "--set", "stop.timesteps_total=8192"
+    )
     wait_for_line(process, r"\[metrics\] iteration=2 ", seen)
     run = only_run(tmp_path)
     deadline = time.time() + 120
@@ -129,9 +175,21 @@ def test_killed_head_resumes_with_the_step_counter(tmp_path):
     assert process.returncode == 2, output[-3000:]
     assert f"`procgen-rl train --resume {run} --backend compose` continues it" in output.splitlines()[-1]
 
-    again = run_cli("train", SMOKE, "--backend", "compose", "--workers", "1", "--image", IMAGE,
-                    "--resume-interrupted", "--set", "stop.timesteps_total=8192",
-                    timeout=600, env={"RESULTS_DIR": str(tmp_path)})
+    again = run_cli(
+        "train",
+        SMOKE,
+        "--backend",
+        "compose",
+        "--workers",
+        "1",
+        "--image",
+        IMAGE,
+        "--resume-interrupted",
+        "--set",
+        "stop.timesteps_total=8192",
+        timeout=600,
+        env={"RESULTS_DIR": str(tmp_path)},
+    )
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
     assert f"{run} was interrupted: resuming it" in again.stdout
     resumed_at = re.search(r"resumed \S+checkpoint_(\d+) at iteration (\d+), ([\d,]+) steps", again.stdout)
@@ -145,26 +203,54 @@ def test_killed_head_resumes_with_the_step_counter(tmp_path):
 
 def test_worker_without_a_head_fails_in_bounded_time():
     started = time.time()
-    result = subprocess.run(["docker", "run", "--rm", "-e", "RAY_AUTH_TOKEN=x", IMAGE, "procgen-rl", "node",
-                             "worker", "--head", "no-such-head", "--join-timeout", "5"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-e",
+            "RAY_AUTH_TOKEN=x",
+            IMAGE,
+            "procgen-rl",
+            "node",
+            "worker",
+            "--head",
+            "no-such-head",
+            "--join-timeout",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: Ray head no-such-head:6379 unreachable for 5 s; is the head running and on this node's network?")
+        "error: Ray head no-such-head:6379 unreachable for 5 s; is the head running and on this node's network?"
+    )
     assert time.time() - started < 60
 
 
 def test_compose_backend_without_docker_engine_is_one_line():
-    result = run_cli("train", SMOKE, "--backend", "compose", timeout=120,
-                     env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    result = run_cli(
+        "train", SMOKE, "--backend", "compose", timeout=120, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: no Docker engine answers (`docker info` failed): start Docker, or use --backend native"]
+        "error: no Docker engine answers (`docker info` failed): start Docker, or use --backend native"
+    ]
 
 
 def test_auto_backend_without_docker_engine_trains_natively_and_says_so(tmp_path):
-    result = run_cli("train", SMOKE, "--backend", "auto", "--set", "stop.timesteps_total=512", timeout=600,
-                     env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "RESULTS_DIR": str(tmp_path)})
+    result = run_cli(
+        "train",
+        SMOKE,
+        "--backend",
+        "auto",
+        "--set",
+        "stop.timesteps_total=512",
+        timeout=600,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "RESULTS_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert result.stdout.splitlines()[0] == "no Docker engine answers (docker info): training natively in this process"
     assert json.loads((only_run(tmp_path) / "stopped.json").read_text())["timesteps_total"] >= 512

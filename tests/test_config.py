@@ -7,8 +7,18 @@ import pytest
 
 from procgen_rl import registry
 from procgen_rl.config import (
-    GIB, Experiment, Range, apply_overrides, check_memory, estimate_memory, experiment_from_dict, load_experiment,
-    parse_set_args, save_experiment, sections, settings,
+    GIB,
+    Experiment,
+    Range,
+    apply_overrides,
+    check_memory,
+    estimate_memory,
+    experiment_from_dict,
+    load_experiment,
+    parse_set_args,
+    save_experiment,
+    sections,
+    settings,
 )
 from procgen_rl.errors import ConfigError
 
@@ -33,9 +43,15 @@ def test_ppo_8m_is_the_paper_budget():
 
 
 def test_set_overrides_are_typed():
-    overrides = parse_set_args(["env_config.env_name=starpilot", "stop.timesteps_total=1e6",
-                                "env_config.paint_vel_info=true", "algorithm.learning_rate=3e-4",
-                                "model.custom_model_config.depths=[16,32]"])
+    overrides = parse_set_args(
+        [
+            "env_config.env_name=starpilot",
+            "stop.timesteps_total=1e6",
+            "env_config.paint_vel_info=true",
+            "algorithm.learning_rate=3e-4",
+            "model.custom_model_config.depths=[16,32]",
+        ]
+    )
     e = load_experiment(REPO / "experiments/ppo-8m.yaml", overrides)
     assert e.env_config.env_name == "starpilot"
     assert e.stop.timesteps_total == 1_000_000 and isinstance(e.stop.timesteps_total, int)
@@ -45,8 +61,16 @@ def test_set_overrides_are_typed():
 
 
 def test_string_values_as_sagemaker_sends_them():
-    raw = apply_overrides({}, {"algorithm.num_envs": "32", "algorithm.normalize_reward": "false",
-                               "algorithm.gamma": "0.99", "stop.timesteps_total": "8e6"}, "hyperparameters")
+    raw = apply_overrides(
+        {},
+        {
+            "algorithm.num_envs": "32",
+            "algorithm.normalize_reward": "false",
+            "algorithm.gamma": "0.99",
+            "stop.timesteps_total": "8e6",
+        },
+        "hyperparameters",
+    )
     e = experiment_from_dict(raw, "hyperparameters")
     assert (e.algorithm.num_envs, e.algorithm.normalize_reward, e.algorithm.gamma) == (32, False, 0.99)
     assert e.stop.timesteps_total == 8_000_000
@@ -58,70 +82,89 @@ def test_resolved_config_round_trips(tmp_path):
     assert load_experiment(tmp_path / "config.yaml") == e
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"env_config.env_name": "pong"}, "env_config.env_name: unknown game 'pong'; allowed: bigfish"),
-    ({"env_config.num_level": 5}, "unknown key 'env_config.num_level'; allowed: env_name, num_levels"),
-    ({"env_config.num_levels": "many"}, "env_config.num_levels: expected an integer, got 'many'"),
-    ({"env_config.num_levels": 2.5}, "env_config.num_levels: expected an integer, got 2.5"),
-    ({"env_config.center_agent": "maybe"}, "env_config.center_agent: expected true or false"),
-    ({"env_config.distribution_mode": "medium"}, "unknown distribution mode 'medium'; allowed: easy, hard"),
-    ({"env_config.env_name": "bigfish", "env_config.distribution_mode": "memory"}, "bigfish has no memory mode"),
-    ({"algorithm.num_minibatches": 7}, "7 does not divide the batch of 16384 steps"),
-    ({"algorithm.gamma": 1.5}, "algorithm.gamma: must be in (0, 1]"),
-    ({"resources.num_env_runners": 3}, "3 runners cannot split algorithm.num_envs=64 evenly"),
-    ({"stop.timesteps_total": 0}, "set at least one of timesteps_total"),
-    ({"bogus.key": 1}, "unknown key 'bogus'"),
-    ({"algorithm.num_envs.x": 1}, "'algorithm.num_envs' takes no sub-keys"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"env_config.env_name": "pong"}, "env_config.env_name: unknown game 'pong'; allowed: bigfish"),
+        ({"env_config.num_level": 5}, "unknown key 'env_config.num_level'; allowed: env_name, num_levels"),
+        ({"env_config.num_levels": "many"}, "env_config.num_levels: expected an integer, got 'many'"),
+        ({"env_config.num_levels": 2.5}, "env_config.num_levels: expected an integer, got 2.5"),
+        ({"env_config.center_agent": "maybe"}, "env_config.center_agent: expected true or false"),
+        ({"env_config.distribution_mode": "medium"}, "unknown distribution mode 'medium'; allowed: easy, hard"),
+        ({"env_config.env_name": "bigfish", "env_config.distribution_mode": "memory"}, "bigfish has no memory mode"),
+        ({"algorithm.num_minibatches": 7}, "7 does not divide the batch of 16384 steps"),
+        ({"algorithm.gamma": 1.5}, "algorithm.gamma: must be in (0, 1]"),
+        ({"resources.num_env_runners": 3}, "3 runners cannot split algorithm.num_envs=64 evenly"),
+        ({"stop.timesteps_total": 0}, "set at least one of timesteps_total"),
+        ({"bogus.key": 1}, "unknown key 'bogus'"),
+        ({"algorithm.num_envs.x": 1}, "'algorithm.num_envs' takes no sub-keys"),
+    ],
+)
 def test_bad_values_name_key_and_allowed(overrides, message):
     with pytest.raises(ConfigError) as caught:
         load_experiment(REPO / "experiments/ppo-8m.yaml", overrides)
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("algorithm.num_envs", 10**9, "must be in [1, 65536], got 1000000000"),
-    ("algorithm.num_steps", 10**9, "must be in [1, 65536], got 1000000000"),
-    ("algorithm.num_steps", 0, "must be in [1, 65536], got 0"),
-    ("algorithm.update_epochs", 1000, "must be in [1, 100], got 1000"),
-    ("algorithm.ent_coef", -0.01, "must be >= 0, got -0.01"),
-    ("algorithm.vf_coef", -0.5, "must be >= 0, got -0.5"),
-    ("algorithm.clip_coef", -0.2, "must be in (0, 1], got -0.2"),
-    ("algorithm.max_grad_norm", -0.5, "must be > 0, got -0.5"),
-    ("algorithm.max_grad_norm", 0, "must be > 0, got 0.0"),
-    ("algorithm.learning_rate", 0, "must be in (0, 1], got 0.0"),
-    ("algorithm.gae_lambda", 1.5, "must be in [0, 1], got 1.5"),
-    ("env_config.start_level", 2**31, "must be in [0, 2147483647], got 2147483648"),
-    ("env_config.start_level", -1, "must be in [0, 2147483647], got -1"),
-    ("env_config.num_levels", -5, "must be in [0, 2147483647], got -5"),
-    ("env_config.frame_stack", 17, "must be in [1, 16], got 17"),
-    ("env_config.frame_stack", 0, "must be in [1, 16], got 0"),
-    ("checkpoint.keep", -1, "must be >= 0, got -1"),
-    ("checkpoint.frequency", -1, "must be >= 0, got -1"),
-    ("stop.time_total_s", -1, "must be >= 0, got -1.0"),
-    ("resources.num_cpus_per_env_runner", -1, "must be in [0, 1024], got -1"),
-    ("resources.num_learners", -1, "must be in [0, 1024], got -1"),
-    ("resources.learner_device", "gpu", "unknown device 'gpu'; allowed: auto, cpu, cuda"),
-    ("seed", -1, "must be in [0, 2147483647], got -1"),
-    ("name", "../x", "'../x' is not a safe run name; allowed: 1-100 letters, digits, '.', '_' or '-'"),
-    ("name", ".hidden", "'.hidden' is not a safe run name"),
-    ("name", "a/b", "'a/b' is not a safe run name"),
-    ("name", "two words", "'two words' is not a safe run name"),
-    ("name", "x" * 101, "is not a safe run name"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("algorithm.num_envs", 10**9, "must be in [1, 65536], got 1000000000"),
+        ("algorithm.num_steps", 10**9, "must be in [1, 65536], got 1000000000"),
+        ("algorithm.num_steps", 0, "must be in [1, 65536], got 0"),
+        ("algorithm.update_epochs", 1000, "must be in [1, 100], got 1000"),
+        ("algorithm.ent_coef", -0.01, "must be >= 0, got -0.01"),
+        ("algorithm.vf_coef", -0.5, "must be >= 0, got -0.5"),
+        ("algorithm.clip_coef", -0.2, "must be in (0, 1], got -0.2"),
+        ("algorithm.max_grad_norm", -0.5, "must be > 0, got -0.5"),
+        ("algorithm.max_grad_norm", 0, "must be > 0, got 0.0"),
+        ("algorithm.learning_rate", 0, "must be in (0, 1], got 0.0"),
+        ("algorithm.gae_lambda", 1.5, "must be in [0, 1], got 1.5"),
+        ("env_config.start_level", 2**31, "must be in [0, 2147483647], got 2147483648"),
+        ("env_config.start_level", -1, "must be in [0, 2147483647], got -1"),
+        ("env_config.num_levels", -5, "must be in [0, 2147483647], got -5"),
+        ("env_config.frame_stack", 17, "must be in [1, 16], got 17"),
+        ("env_config.frame_stack", 0, "must be in [1, 16], got 0"),
+        ("checkpoint.keep", -1, "must be >= 0, got -1"),
+        ("checkpoint.frequency", -1, "must be >= 0, got -1"),
+        ("stop.time_total_s", -1, "must be >= 0, got -1.0"),
+        ("resources.num_cpus_per_env_runner", -1, "must be in [0, 1024], got -1"),
+        ("resources.num_learners", -1, "must be in [0, 1024], got -1"),
+        ("resources.learner_device", "gpu", "unknown device 'gpu'; allowed: auto, cpu, cuda"),
+        ("seed", -1, "must be in [0, 2147483647], got -1"),
+        ("name", "../x", "'../x' is not a safe run name; allowed: 1-100 letters, digits, '.', '_' or '-'"),
+        ("name", ".hidden", "'.hidden' is not a safe run name"),
+        ("name", "a/b", "'a/b' is not a safe run name"),
+        ("name", "two words", "'two words' is not a safe run name"),
+        ("name", "x" * 101, "is not a safe run name"),
+    ],
+)
 def test_out_of_range_values_name_source_key_value_and_range(key, value, message):
     with pytest.raises(ConfigError) as caught:
         load_experiment(REPO / "experiments/ppo-8m.yaml", {key: value})
     assert str(caught.value).startswith(f"--set {key}: ") and message in str(caught.value)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"env_config.start_level": 2**31 - 100}, ("--set env_config.start_level: start_level + num_levels = "
-                                               "2147483548 + 200 must be at most 2147483647 (Procgen level seeds "
-                                               "are 31-bit)")),
-    ({"seed": 2**30}, ("--set seed: 1073741824 gives env seeds beyond 2147483647 with 32 envs per runner and 2 "
-                       "runners; at most 67108861 here")),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"env_config.start_level": 2**31 - 100},
+            (
+                "--set env_config.start_level: start_level + num_levels = "
+                "2147483548 + 200 must be at most 2147483647 (Procgen level seeds "
+                "are 31-bit)"
+            ),
+        ),
+        (
+            {"seed": 2**30},
+            (
+                "--set seed: 1073741824 gives env seeds beyond 2147483647 with 32 envs per runner and 2 "
+                "runners; at most 67108861 here"
+            ),
+        ),
+    ],
+)
 def test_rules_across_settings(overrides, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         load_experiment(REPO / "experiments/ppo-8m.yaml", overrides)
@@ -145,14 +188,17 @@ def test_out_of_range_hyperparameter_names_it():
         load_experiment(REPO / "experiments/ppo-8m.yaml", {"algorithm.ent_coef": "-1"}, "hyperparameter")
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty (no settings, only comments or blank lines)"),
-    (b"# only a comment\n\n", "empty (no settings, only comments or blank lines)"),
-    (bytes(range(256)), "not a text file (not UTF-8)"),
-    (b"\x00\x01binary", "malformed YAML: unacceptable character #x0000"),
-    (b"- a\n- b\n", "expected a mapping of sections, got list"),
-    (b"just words\n", "expected a mapping of sections, got str"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty (no settings, only comments or blank lines)"),
+        (b"# only a comment\n\n", "empty (no settings, only comments or blank lines)"),
+        (bytes(range(256)), "not a text file (not UTF-8)"),
+        (b"\x00\x01binary", "malformed YAML: unacceptable character #x0000"),
+        (b"- a\n- b\n", "expected a mapping of sections, got list"),
+        (b"just words\n", "expected a mapping of sections, got str"),
+    ],
+)
 def test_bad_files_are_one_line_naming_the_file(tmp_path, content, message):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(content)
@@ -165,8 +211,11 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, content, message):
 def test_an_unsafe_file_name_as_run_name_says_where_it_came_from(tmp_path):
     bad = tmp_path / "my run.yaml"
     bad.write_text("algorithm:\n  num_envs: 8\n")
-    with pytest.raises(ConfigError, match=r"my run.yaml: name \(taken from the file name; set name: in the file "
-                                          r"or --set name\): 'my run' is not a safe run name"):
+    with pytest.raises(
+        ConfigError,
+        match=r"my run.yaml: name \(taken from the file name; set name: in the file "
+        r"or --set name\): 'my run' is not a safe run name",
+    ):
         load_experiment(bad)
     bad.write_text("name: my-run\n")
     assert load_experiment(bad).name == "my-run"

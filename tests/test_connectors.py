@@ -25,20 +25,31 @@ def runner():
 def test_same_seed_same_samples_as_rllibs_default_pipelines():
     experiment = load_experiment("experiments/ppo-8m.yaml", parse_set_args(SMALL))
     rllib_pipelines = build_algorithm_config(experiment).env_runners(
-        env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
-        module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
+        env_to_module_connector=None,
+        add_default_connectors_to_env_to_module_pipeline=True,
+        module_to_env_connector=None,
+        add_default_connectors_to_module_to_env_pipeline=True,
+    )
     samples = []
     for config in (build_algorithm_config(experiment), rllib_pipelines):
         runner = SingleAgentEnvRunner(config=config)  # seeds torch: the same initial weights
         torch.manual_seed(1)  # the same action samples
         episodes = runner.sample(num_timesteps=128)
         runner.stop()
-        samples.append([(episode.get_observations(), episode.get_actions(),
-                         episode.get_extra_model_outputs(Columns.ACTION_LOGP)) for episode in episodes])
+        samples.append(
+            [
+                (
+                    episode.get_observations(),
+                    episode.get_actions(),
+                    episode.get_extra_model_outputs(Columns.ACTION_LOGP),
+                )
+                for episode in episodes
+            ]
+        )
     ours, theirs = samples
     assert len(ours) == len(theirs)
-    for episode, same_episode in zip(ours, theirs):
-        for column, same_column in zip(episode, same_episode):
+    for episode, same_episode in zip(ours, theirs, strict=True):
+        for column, same_column in zip(episode, same_episode, strict=True):
             np.testing.assert_array_equal(column, same_column)
 
 

@@ -23,9 +23,16 @@ def test_figure_pages_match_the_records():
 
 
 def write(directory: Path, name: str, date: str, overrides: list[str], gpus: list[str], **extra) -> None:
-    record = {"kind": "bench", "measurement": {"experiment": "experiments/ppo-8m.yaml", "overrides": overrides},
-              "date": date, "commit": "0" * 40, "hardware": {"cpu": "CPU", "cores": 2, "gpus": gpus},
-              "command": "python benchmarks/bench.py experiments/ppo-8m.yaml", "figures": {}, **extra}
+    record = {
+        "kind": "bench",
+        "measurement": {"experiment": "experiments/ppo-8m.yaml", "overrides": overrides},
+        "date": date,
+        "commit": "0" * 40,
+        "hardware": {"cpu": "CPU", "cores": 2, "gpus": gpus},
+        "command": "python benchmarks/bench.py experiments/ppo-8m.yaml",
+        "figures": {},
+        **extra,
+    }
     (directory / name).write_text(json.dumps(record))
 
 

@@ -19,10 +19,17 @@ COLUMNS = (Columns.ACTION_DIST_INPUTS, Columns.ACTION_LOGP, Columns.VF_PREDS)
 
 
 def episode_data(episode) -> list:
-    return [episode.id_ is not None, episode.t_started, episode.is_terminated, episode.is_truncated,
-            episode.get_observations(), episode.get_actions(), episode.get_rewards(),
-            [info.get("episode_return") for info in episode.get_infos()],
-            *(episode.get_extra_model_outputs(column) for column in COLUMNS)]
+    return [
+        episode.id_ is not None,
+        episode.t_started,
+        episode.is_terminated,
+        episode.is_truncated,
+        episode.get_observations(),
+        episode.get_actions(),
+        episode.get_rewards(),
+        [info.get("episode_return") for info in episode.get_infos()],
+        *(episode.get_extra_model_outputs(column) for column in COLUMNS),
+    ]
 
 
 def test_same_seed_same_episodes_and_metrics_as_rllibs_runner():
@@ -30,8 +37,12 @@ def test_same_seed_same_episodes_and_metrics_as_rllibs_runner():
     ours = build_algorithm_config(experiment)
     assert ours.env_runner_cls is ProcgenEnvRunner  # what training uses
     rllib = build_algorithm_config(experiment).env_runners(
-        env_runner_cls=None, env_to_module_connector=None, add_default_connectors_to_env_to_module_pipeline=True,
-        module_to_env_connector=None, add_default_connectors_to_module_to_env_pipeline=True)
+        env_runner_cls=None,
+        env_to_module_connector=None,
+        add_default_connectors_to_env_to_module_pipeline=True,
+        module_to_env_connector=None,
+        add_default_connectors_to_module_to_env_pipeline=True,
+    )
     samples, metrics = [], []
     for runner_class, config in ((ProcgenEnvRunner, ours), (SingleAgentEnvRunner, rllib)):
         runner = runner_class(config=config)  # seeds torch: the same initial weights
@@ -42,10 +53,10 @@ def test_same_seed_same_episodes_and_metrics_as_rllibs_runner():
         runner.stop()
     (ours_fragments, rllib_fragments), (ours_metrics, rllib_metrics) = samples, metrics
     assert sum(data[2] for data in ours_fragments[0] + ours_fragments[1]) > 0  # some episodes finished
-    for ours_episodes, rllib_episodes in zip(ours_fragments, rllib_fragments):
+    for ours_episodes, rllib_episodes in zip(ours_fragments, rllib_fragments, strict=True):
         assert len(ours_episodes) == len(rllib_episodes)
-        for ours_data, rllib_data in zip(ours_episodes, rllib_episodes):
-            for value, same_value in zip(ours_data, rllib_data):
+        for ours_data, rllib_data in zip(ours_episodes, rllib_episodes, strict=True):
+            for value, same_value in zip(ours_data, rllib_data, strict=True):
                 np.testing.assert_array_equal(value, same_value)
     for key in (NUM_ENV_STEPS_SAMPLED, EPISODE_RETURN_MEAN, EPISODE_LEN_MEAN, "raw_episode_return_mean"):
         assert ours_metrics[key] == rllib_metrics[key], key
@@ -56,8 +67,12 @@ def test_episode_hooks_run_only_where_a_callback_has_them():
     runner = ProcgenEnvRunner(config=config)
     try:
         # The always-on episode metrics implement on_episode_end only.
-        assert runner._hooks_in_use == {"on_episode_created": False, "on_episode_start": False,
-                                        "on_episode_step": False, "on_episode_end": True}
+        assert runner._hooks_in_use == {
+            "on_episode_created": False,
+            "on_episode_start": False,
+            "on_episode_step": False,
+            "on_episode_end": True,
+        }
         assert not runner.module.training  # eval mode, once, for good
     finally:
         runner.stop()

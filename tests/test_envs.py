@@ -36,9 +36,16 @@ def test_same_seed_same_frames_and_options_reach_the_game():
     base = EnvConfig(env_name="coinrun")
     reference = rollout_frames(base)
     np.testing.assert_array_equal(reference, rollout_frames(base))
-    for option, value in [("use_backgrounds", False), ("use_monochrome_assets", True), ("center_agent", False),
-                          ("distribution_mode", "hard"), ("start_level", 1000), ("paint_vel_info", True),
-                          ("restrict_themes", True), ("use_generated_assets", True)]:
+    for option, value in [
+        ("use_backgrounds", False),
+        ("use_monochrome_assets", True),
+        ("center_agent", False),
+        ("distribution_mode", "hard"),
+        ("start_level", 1000),
+        ("paint_vel_info", True),
+        ("restrict_themes", True),
+        ("use_generated_assets", True),
+    ]:
         changed = rollout_frames(dataclasses.replace(base, **{option: value}))
         assert not np.array_equal(reference, changed), f"{option}={value} changed nothing"
 

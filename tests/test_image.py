@@ -25,8 +25,9 @@ def sagemaker_tree(root: Path, hyperparameters: dict, hosts=("algo-1",), **resou
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps({k: json.dumps(v) for k, v in hyperparameters.items()}))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": hosts[0], "hosts": list(hosts),
-                                                             **resources}))
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": hosts[0], "hosts": list(hosts), **resources})
+    )
     (config / "inputdataconfig.json").write_text("{}")  # no data channels
     return root
 
@@ -44,14 +45,18 @@ def sagemaker_run_args(opt_ml: Path, host: str = "algo-1") -> list[str]:
 
 
 def run_image(opt_ml: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "run", "--rm", *sagemaker_run_args(opt_ml), IMAGE, *command],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["docker", "run", "--rm", *sagemaker_run_args(opt_ml), IMAGE, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def metric_lines(text: str) -> list[dict[str, float]]:
     from procgen_rl.reporting import parse_metric_line
 
-    return [parse_metric_line(line[line.index("[metrics]"):]) for line in text.splitlines() if "[metrics]" in line]
+    return [parse_metric_line(line[line.index("[metrics]") :]) for line in text.splitlines() if "[metrics]" in line]
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +87,24 @@ def test_train_fills_model_checkpoints_and_output(trained_tree):
 
 def test_model_dir_is_a_run_that_rollout_reads(trained_tree):
     opt_ml, _ = trained_tree
-    result = run_cli("rollout", str(opt_ml / "model"), "--episodes", "1", "--no-video",
-                     "--out", str(opt_ml.parent / "rollout"))
+    result = run_cli(
+        "rollout", str(opt_ml / "model"), "--episodes", "1", "--no-video", "--out", str(opt_ml.parent / "rollout")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "generalization gap" in result.stdout
 
 
 def test_interrupted_job_resumes_with_the_step_counter(tmp_path):
     """A spot interruption: `docker stop` mid-run, then the same job again on the same checkpoints."""
-    opt_ml = sagemaker_tree(tmp_path, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": 100000,
-                                       "checkpoint.frequency": 0})  # only the stop writes a checkpoint
+    opt_ml = sagemaker_tree(
+        tmp_path, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": 100000, "checkpoint.frequency": 0}
+    )  # only the stop writes a checkpoint
     name = f"procgen-rl-test-{tmp_path.name}"
-    subprocess.run(["docker", "run", "-d", "--name", name, *sagemaker_run_args(opt_ml), IMAGE, "train"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, *sagemaker_run_args(opt_ml), IMAGE, "train"],
+        check=True,
+        capture_output=True,
+    )
     try:
         deadline = time.time() + 300
         logs = ""
@@ -103,8 +113,9 @@ def test_interrupted_job_resumes_with_the_step_counter(tmp_path):
             logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
         subprocess.run(["docker", "stop", "-t", "120", name], check=True, capture_output=True)  # SageMaker's grace
         first = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
-        exit_code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
-                                   capture_output=True, text=True).stdout.strip()
+        exit_code = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.ExitCode}}", name], capture_output=True, text=True
+        ).stdout.strip()
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert "SIGTERM: finishing this iteration" in first and exit_code == "0", first[-3000:]
@@ -112,8 +123,9 @@ def test_interrupted_job_resumes_with_the_step_counter(tmp_path):
     (checkpoint,) = (opt_ml / "checkpoints").glob("checkpoint_0*[0-9]")
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
     assert saved["timesteps_total"] == stopped_at  # the stop's own checkpoint, nothing lost
-    sagemaker_tree(opt_ml, {"experiment": "experiments/smoke.yaml",
-                            "stop.timesteps_total": saved["timesteps_total"] + 1000})
+    sagemaker_tree(
+        opt_ml, {"experiment": "experiments/smoke.yaml", "stop.timesteps_total": saved["timesteps_total"] + 1000}
+    )
     result = run_image(opt_ml, "train")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert f"resuming from /opt/ml/checkpoints/checkpoint_{saved['iteration']:06d}" in result.stdout
@@ -122,12 +134,15 @@ def test_interrupted_job_resumes_with_the_step_counter(tmp_path):
     assert lines[0]["timesteps_total"] > saved["timesteps_total"]
 
 
-@pytest.mark.parametrize("hyperparameters, reason", [
-    ({"env_config.env_name": "pong"}, "hyperparameter env_config.env_name: unknown game 'pong'"),
-    ({"algorithm.num_envs": "lots"}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
-    ({"env_config.colour": "red"}, "unknown key 'env_config.colour'"),
-    ({"experiment": "experiments/missing.yaml"}, "experiment file not found: experiments/missing.yaml"),
-])
+@pytest.mark.parametrize(
+    "hyperparameters, reason",
+    [
+        ({"env_config.env_name": "pong"}, "hyperparameter env_config.env_name: unknown game 'pong'"),
+        ({"algorithm.num_envs": "lots"}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
+        ({"env_config.colour": "red"}, "unknown key 'env_config.colour'"),
+        ({"experiment": "experiments/missing.yaml"}, "experiment file not found: experiments/missing.yaml"),
+    ],
+)
 def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, hyperparameters, reason):
     opt_ml = sagemaker_tree(tmp_path, hyperparameters)
     result = run_image(opt_ml, "train", timeout=180)
@@ -138,8 +153,19 @@ def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, 
 
 def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
     run_dir = tmp_path / "job"
-    result = run_cli("train", "experiments/smoke.yaml", "--backend", "sagemaker", "--instances", "2", "--run-dir", str(run_dir),
-                     "--image", IMAGE, timeout=900)
+    result = run_cli(
+        "train",
+        "experiments/smoke.yaml",
+        "--backend",
+        "sagemaker",
+        "--instances",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--image",
+        IMAGE,
+        timeout=900,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     steps = json.loads((run_dir / "output" / "data" / "run" / "steps_by_host.json").read_text())
     assert len(steps) == 2 and all(count > 0 for count in steps.values()), steps
@@ -148,8 +174,14 @@ def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
 
 
 def test_sagemaker_local_without_docker_engine_is_one_line():
-    result = run_cli("train", "experiments/smoke.yaml", "--backend", "sagemaker", timeout=120,
-                     env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    result = run_cli(
+        "train",
+        "experiments/smoke.yaml",
+        "--backend",
+        "sagemaker",
+        timeout=120,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no Docker engine answers")
 
@@ -159,25 +191,53 @@ def test_heterogeneous_job_heads_on_the_gpu_group(tmp_path):
     writes it for instance groups: the Ray head is the GPU group's host (algo-2, not the first
     host), the CPU group's host joins it, both sample. (The CPU image: the head is chosen by the
     instance type named in resourceconfig.json, not by a GPU being present.)"""
-    groups = [{"instance_group_name": "rollout", "instance_type": "ml.c5.xlarge", "hosts": ["algo-1"]},
-              {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-2"]}]
+    groups = [
+        {"instance_group_name": "rollout", "instance_type": "ml.c5.xlarge", "hosts": ["algo-1"]},
+        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-2"]},
+    ]
     network, token = f"procgen-rl-test-{tmp_path.name}", secrets.token_hex(16)
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
     containers = {host: f"{network}-{host}" for host in ("algo-1", "algo-2")}
     try:
         for host, group in (("algo-1", groups[0]), ("algo-2", groups[1])):
             other = "algo-2" if host == "algo-1" else "algo-1"
-            opt_ml = sagemaker_tree(tmp_path / host, {"experiment": "experiments/smoke.yaml"}, hosts=(host, other),
-                                    current_group_name=group["instance_group_name"],
-                                    current_instance_type=group["instance_type"], instance_groups=groups,
-                                    network_interface_name="eth0")
-            subprocess.run(["docker", "run", "-d", "--name", containers[host], "--network", network,
-                            "--network-alias", host, "-e", f"RAY_AUTH_TOKEN={token}",
-                            *sagemaker_run_args(opt_ml, host), IMAGE, "train"], check=True, capture_output=True)
-        exits = {host: subprocess.run(["docker", "wait", name], capture_output=True, text=True, timeout=600).stdout.strip()
-                 for host, name in containers.items()}
-        logs = {host: subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
-                for host, name in containers.items()}
+            opt_ml = sagemaker_tree(
+                tmp_path / host,
+                {"experiment": "experiments/smoke.yaml"},
+                hosts=(host, other),
+                current_group_name=group["instance_group_name"],
+                current_instance_type=group["instance_type"],
+                instance_groups=groups,
+                network_interface_name="eth0",
+            )
+            subprocess.run(
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    containers[host],
+                    "--network",
+                    network,
+                    "--network-alias",
+                    host,
+                    "-e",
+                    f"RAY_AUTH_TOKEN={token}",
+                    *sagemaker_run_args(opt_ml, host),
+                    IMAGE,
+                    "train",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        exits = {
+            host: subprocess.run(["docker", "wait", name], capture_output=True, text=True, timeout=600).stdout.strip()
+            for host, name in containers.items()
+        }
+        logs = {
+            host: subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+            for host, name in containers.items()
+        }
     finally:
         for name in containers.values():
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -23,7 +23,11 @@ def test_no_episode_end_bootstraps_from_next_value():
 def test_lambda_one_is_discounted_return_minus_value():
     rewards, values, terminated, truncated = one_env([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0, 0, 0], [0, 0, 0])
     adv = gae(rewards, values, np.array([5.0]), terminated, truncated, GAMMA, 1.0)
-    expected = [1 + GAMMA * 2 + GAMMA**2 * 3 + GAMMA**3 * 5 - 0.1, 2 + GAMMA * 3 + GAMMA**2 * 5 - 0.2, 3 + GAMMA * 5 - 0.3]
+    expected = [
+        1 + GAMMA * 2 + GAMMA**2 * 3 + GAMMA**3 * 5 - 0.1,
+        2 + GAMMA * 3 + GAMMA**2 * 5 - 0.2,
+        3 + GAMMA * 5 - 0.3,
+    ]
     np.testing.assert_allclose(adv[:, 0], expected, rtol=1e-6)
 
 
@@ -59,8 +63,15 @@ def test_envs_are_independent_columns():
 @pytest.mark.parametrize("lam", [0.0, 0.95])
 def test_shape_follows_the_rollout(lam):
     rewards = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    adv = gae(rewards, np.zeros_like(rewards), np.zeros(3, np.float32), np.zeros((5, 3), bool),
-              np.zeros((5, 3), bool), GAMMA, lam)
+    adv = gae(
+        rewards,
+        np.zeros_like(rewards),
+        np.zeros(3, np.float32),
+        np.zeros((5, 3), bool),
+        np.zeros((5, 3), bool),
+        GAMMA,
+        lam,
+    )
     assert adv.shape == (5, 3)
     if lam == 0.0:
         np.testing.assert_allclose(adv, rewards, rtol=1e-6)

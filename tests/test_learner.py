@@ -13,8 +13,9 @@ from procgen_rl.learner import DropBootstrapFrames, epoch_minibatches, paper_ppo
 
 def test_bootstrap_frames_leave_the_batch_with_their_mask():
     mask = torch.tensor([True, True, False, True, False])
-    batch = {"default_policy": {Columns.OBS: torch.arange(5), Columns.LOSS_MASK: mask,
-                                "nested": {"a": torch.arange(5) * 10}}}
+    batch = {
+        "default_policy": {Columns.OBS: torch.arange(5), Columns.LOSS_MASK: mask, "nested": {"a": torch.arange(5) * 10}}
+    }
     out = DropBootstrapFrames()(batch=batch, rl_module=None, episodes=[])["default_policy"]
     assert Columns.LOSS_MASK not in out
     assert out[Columns.OBS].tolist() == [0, 1, 3]
@@ -29,12 +30,15 @@ def test_a_batch_without_mask_is_left_alone():
 @pytest.mark.parametrize("rows", [16, 19])
 def test_each_epoch_is_a_permutation_in_near_equal_minibatches(rows):
     np.random.seed(0)
-    batch = MultiAgentBatch({"default_policy": SampleBatch({Columns.OBS: torch.arange(rows),
-                                                             Columns.ACTIONS: torch.arange(rows) * 2})}, rows)
+    batch = MultiAgentBatch(
+        {"default_policy": SampleBatch({Columns.OBS: torch.arange(rows), Columns.ACTIONS: torch.arange(rows) * 2})},
+        rows,
+    )
     minibatches = list(epoch_minibatches(batch, num_epochs=3, num_minibatches=4))
     assert len(minibatches) == 12
-    epochs = [torch.cat([m.policy_batches["default_policy"][Columns.OBS] for m in minibatches[i:i + 4]])
-              for i in (0, 4, 8)]
+    epochs = [
+        torch.cat([m.policy_batches["default_policy"][Columns.OBS] for m in minibatches[i : i + 4]]) for i in (0, 4, 8)
+    ]
     for epoch in epochs:
         assert sorted(epoch.tolist()) == list(range(rows))  # every row once per epoch
     assert epochs[0].tolist() != list(range(rows))  # shuffled from the first epoch on
@@ -45,10 +49,17 @@ def test_each_epoch_is_a_permutation_in_near_equal_minibatches(rows):
 
 
 def loss_of(value, old_value, target, logp_ratio=(1.0, 1.0), advantages=(1.0, -1.0)):
-    return paper_ppo_loss(logp_ratio=torch.tensor(logp_ratio), advantages=torch.tensor(advantages),
-                          entropy=torch.tensor([0.5, 1.5]), value=torch.tensor(value),
-                          old_value=torch.tensor(old_value), target=torch.tensor(target),
-                          clip_coef=0.2, ent_coef=0.01, vf_coef=0.5)
+    return paper_ppo_loss(
+        logp_ratio=torch.tensor(logp_ratio),
+        advantages=torch.tensor(advantages),
+        entropy=torch.tensor([0.5, 1.5]),
+        value=torch.tensor(value),
+        old_value=torch.tensor(old_value),
+        target=torch.tensor(target),
+        clip_coef=0.2,
+        ent_coef=0.01,
+        vf_coef=0.5,
+    )
 
 
 def test_value_loss_takes_the_larger_of_the_new_and_the_clipped_error():
@@ -61,8 +72,9 @@ def test_value_loss_takes_the_larger_of_the_new_and_the_clipped_error():
 def test_surrogate_clips_the_ratio_on_standardized_advantages_and_the_loss_adds_up():
     # Advantages (3, 1) standardize to (1, -1); both ratios are 1.5. Row 0 (A > 0) gains only up
     # to the clipped 1.2; row 1 (A < 0) pays the unclipped 1.5: the pessimistic side each time.
-    losses = loss_of(value=[0.0, 0.0], old_value=[0.0, 0.0], target=[0.0, 0.0], logp_ratio=(1.5, 1.5),
-                     advantages=(3.0, 1.0))
+    losses = loss_of(
+        value=[0.0, 0.0], old_value=[0.0, 0.0], target=[0.0, 0.0], logp_ratio=(1.5, 1.5), advantages=(3.0, 1.0)
+    )
     assert losses["policy_loss"].item() == pytest.approx(-(1.2 * 1.0 + 1.5 * -1.0) / 2)
     assert losses["entropy"].item() == pytest.approx(1.0)
     expected = losses["policy_loss"] - 0.01 * losses["entropy"] + 0.5 * losses["vf_loss"]
@@ -76,8 +88,9 @@ def test_a_ppo_iteration_takes_exactly_epochs_times_minibatches_steps_on_real_ro
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.trainer import build_algorithm_config, init_ray
 
-    experiment = load_experiment("experiments/smoke.yaml", parse_set_args(
-        ["algorithm.update_epochs=2", "algorithm.num_minibatches=4"]))
+    experiment = load_experiment(
+        "experiments/smoke.yaml", parse_set_args(["algorithm.update_epochs=2", "algorithm.num_minibatches=4"])
+    )
     init_ray(experiment)
     try:
         algo = build_algorithm_config(experiment).build_algo()

@@ -7,10 +7,21 @@ from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX, metric_line, pa
 
 
 def sample_metrics():
-    return {"iteration": 3, "timesteps_total": 49152, "episodes_total": 12, "episode_reward_mean": 6.25,
-            "episode_reward_min": 0.0, "episode_reward_max": 10.0, "episode_len_mean": 210.5,
-            "normalized_score": 0.25, "steps_per_s": 118.3, "time_total_s": 415.0,
-            "policy_loss": -0.012, "vf_loss": 0.3, "entropy": 2.7}
+    return {
+        "iteration": 3,
+        "timesteps_total": 49152,
+        "episodes_total": 12,
+        "episode_reward_mean": 6.25,
+        "episode_reward_min": 0.0,
+        "episode_reward_max": 10.0,
+        "episode_len_mean": 210.5,
+        "normalized_score": 0.25,
+        "steps_per_s": 118.3,
+        "time_total_s": 415.0,
+        "policy_loss": -0.012,
+        "vf_loss": 0.3,
+        "entropy": 2.7,
+    }
 
 
 def test_line_round_trips_in_fixed_order():

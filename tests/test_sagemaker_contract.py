@@ -5,8 +5,8 @@ import json
 import pytest
 
 from procgen_rl import envvars
-from procgen_rl.runtime import sagemaker
 from procgen_rl.errors import ConfigError
+from procgen_rl.runtime import sagemaker
 
 
 def write_config(base, hyperparameters, resources):
@@ -25,10 +25,18 @@ def opt_ml(tmp_path, monkeypatch):
 def test_hyperparameters_override_the_experiment_with_types(opt_ml, repo, monkeypatch):
     monkeypatch.chdir(repo)
     # As the SDK writes them: every value JSON-encoded into a string.
-    write_config(opt_ml, {"experiment": '"experiments/ppo-8m.yaml"', "env_config.env_name": '"starpilot"',
-                          "stop.timesteps_total": "1000000", "algorithm.normalize_reward": "false",
-                          "algorithm.learning_rate": "0.0003", "sagemaker_program": '"sagemaker_entry.py"'},
-                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    write_config(
+        opt_ml,
+        {
+            "experiment": '"experiments/ppo-8m.yaml"',
+            "env_config.env_name": '"starpilot"',
+            "stop.timesteps_total": "1000000",
+            "algorithm.normalize_reward": "false",
+            "algorithm.learning_rate": "0.0003",
+            "sagemaker_program": '"sagemaker_entry.py"',
+        },
+        {"current_host": "algo-1", "hosts": ["algo-1"]},
+    )
     env = sagemaker.read_training_env()
     experiment, _ = sagemaker.job_experiment(env.hyperparameters, len(env.hosts))
     assert experiment.env_config.env_name == "starpilot"
@@ -39,17 +47,23 @@ def test_hyperparameters_override_the_experiment_with_types(opt_ml, repo, monkey
 
 def test_plain_text_hyperparameters_as_the_console_sends_them(opt_ml, repo, monkeypatch):
     monkeypatch.chdir(repo)
-    write_config(opt_ml, {"experiment": "experiments/smoke.yaml", "env_config.env_name": "maze"},
-                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    write_config(
+        opt_ml,
+        {"experiment": "experiments/smoke.yaml", "env_config.env_name": "maze"},
+        {"current_host": "algo-1", "hosts": ["algo-1"]},
+    )
     experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
     assert (experiment.name, experiment.env_config.env_name) == ("smoke", "maze")
 
 
-@pytest.mark.parametrize("hyperparameters, message", [
-    ({"env_config.colour": '"red"'}, "hyperparameter env_config.colour: unknown key 'env_config.colour'"),
-    ({"algorithm.num_envs": '"lots"'}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
-    ({"experiment": '"experiments/missing.yaml"'}, "experiment file not found: experiments/missing.yaml"),
-])
+@pytest.mark.parametrize(
+    "hyperparameters, message",
+    [
+        ({"env_config.colour": '"red"'}, "hyperparameter env_config.colour: unknown key 'env_config.colour'"),
+        ({"algorithm.num_envs": '"lots"'}, "hyperparameter algorithm.num_envs: expected an integer, got 'lots'"),
+        ({"experiment": '"experiments/missing.yaml"'}, "experiment file not found: experiments/missing.yaml"),
+    ],
+)
 def test_bad_hyperparameters(opt_ml, repo, monkeypatch, hyperparameters, message):
     monkeypatch.chdir(repo)
     write_config(opt_ml, hyperparameters, {"current_host": "algo-1", "hosts": ["algo-1"]})
@@ -68,9 +82,13 @@ def test_main_writes_the_failure_file_and_exits_non_zero(opt_ml, repo, monkeypat
 
 def test_head_is_the_first_host_or_the_gpu_group():
     assert sagemaker.head_host({"hosts": ["algo-2", "algo-1"]}) == "algo-1"
-    groups = {"hosts": ["algo-1", "algo-2", "algo-3"], "instance_groups": [
-        {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge", "hosts": ["algo-1", "algo-2"]},
-        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-3"]}]}
+    groups = {
+        "hosts": ["algo-1", "algo-2", "algo-3"],
+        "instance_groups": [
+            {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge", "hosts": ["algo-1", "algo-2"]},
+            {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-3"]},
+        ],
+    }
     assert sagemaker.head_host(groups) == "algo-3"
 
 
@@ -87,12 +105,22 @@ def test_heterogeneous_job_counts_every_group_and_heads_on_the_gpu_group(opt_ml,
     group's there, the groups still name them all: the head must count four (it waits for that
     many Ray nodes) either way.
     """
-    groups = [{"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-4"]},
-              {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge",
-               "hosts": ["algo-1", "algo-2", "algo-3"]}]
+    groups = [
+        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-4"]},
+        {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge", "hosts": ["algo-1", "algo-2", "algo-3"]},
+    ]
     hosts = ["algo-1", "algo-2", "algo-3", "algo-4"] if hosts_listed == "all" else ["algo-1", "algo-2", "algo-3"]
-    write_config(opt_ml, {}, {"current_host": "algo-2", "current_group_name": "rollout",
-                              "current_instance_type": "ml.c5.4xlarge", "hosts": hosts, "instance_groups": groups})
+    write_config(
+        opt_ml,
+        {},
+        {
+            "current_host": "algo-2",
+            "current_group_name": "rollout",
+            "current_instance_type": "ml.c5.4xlarge",
+            "hosts": hosts,
+            "instance_groups": groups,
+        },
+    )
     env = sagemaker.read_training_env()
     assert env.hosts == ("algo-1", "algo-2", "algo-3", "algo-4")
     assert env.head_host == "algo-4" and not env.is_head
@@ -106,8 +134,17 @@ def test_the_experiment_may_be_named_bare_or_by_its_path(opt_ml, repo, monkeypat
     assert experiment.name == "smoke"
 
 
-@pytest.mark.parametrize("name", ["/etc/passwd", "../pyproject.toml", "experiments/../pyproject.toml", "..",
-                                  "experiments/sub/x.yaml", ".hidden.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "/etc/passwd",
+        "../pyproject.toml",
+        "experiments/../pyproject.toml",
+        "..",
+        "experiments/sub/x.yaml",
+        ".hidden.yaml",
+    ],
+)
 def test_the_experiment_is_read_from_experiments_only_and_never_quoted(opt_ml, repo, monkeypatch, name):
     monkeypatch.chdir(repo)
     write_config(opt_ml, {"experiment": json.dumps(name)}, {"current_host": "algo-1", "hosts": ["algo-1"]})
@@ -119,19 +156,31 @@ def test_the_experiment_is_read_from_experiments_only_and_never_quoted(opt_ml, r
 
 def test_values_encoded_twice_lose_both_quotes(opt_ml, repo, monkeypatch):
     monkeypatch.chdir(repo)
-    write_config(opt_ml, {"experiment": json.dumps(json.dumps("smoke.yaml")),
-                          "env_config.env_name": json.dumps(json.dumps("starpilot"))},
-                 {"current_host": "algo-1", "hosts": ["algo-1"]})
+    write_config(
+        opt_ml,
+        {
+            "experiment": json.dumps(json.dumps("smoke.yaml")),
+            "env_config.env_name": json.dumps(json.dumps("starpilot")),
+        },
+        {"current_host": "algo-1", "hosts": ["algo-1"]},
+    )
     experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
     assert experiment.env_config.env_name == "starpilot"
 
 
-@pytest.mark.parametrize("file, content, message", [
-    ("hyperparameters.json", "[1, 2]", "hyperparameters.json: expected a JSON object, got list"),
-    ("hyperparameters.json", "{not json", "hyperparameters.json: not JSON"),
-    ("resourceconfig.json", '{"hosts": ["algo-1"]}', "resourceconfig.json: current_host None is not one of its hosts"),
-    ("resourceconfig.json", '"algo-1"', "resourceconfig.json: expected a JSON object, got str"),
-])
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("hyperparameters.json", "[1, 2]", "hyperparameters.json: expected a JSON object, got list"),
+        ("hyperparameters.json", "{not json", "hyperparameters.json: not JSON"),
+        (
+            "resourceconfig.json",
+            '{"hosts": ["algo-1"]}',
+            "resourceconfig.json: current_host None is not one of its hosts",
+        ),
+        ("resourceconfig.json", '"algo-1"', "resourceconfig.json: expected a JSON object, got str"),
+    ],
+)
 def test_malformed_sagemaker_files_are_one_line_naming_the_file(opt_ml, file, content, message):
     write_config(opt_ml, {}, {"current_host": "algo-1", "hosts": ["algo-1"]})
     (opt_ml / "input" / "config" / file).write_text(content)

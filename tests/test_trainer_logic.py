@@ -22,12 +22,15 @@ def test_timesteps_limit():
     assert stop_reason(e, TrainState(timesteps_total=8_000_000)) == "timesteps_total"
 
 
-@pytest.mark.parametrize("elapsed, last_iteration, expected", [
-    (0.0, 0.0, None),              # before the first iteration: always train one
-    (270.0, 270.0, "time_total_s"),  # the next one would end at 540 s > 300 s: stop now
-    (100.0, 150.0, None),          # the next one ends near 250 s: go on
-    (300.0, 0.0, "time_total_s"),  # a resumed run already at its limit
-])
+@pytest.mark.parametrize(
+    "elapsed, last_iteration, expected",
+    [
+        (0.0, 0.0, None),  # before the first iteration: always train one
+        (270.0, 270.0, "time_total_s"),  # the next one would end at 540 s > 300 s: stop now
+        (100.0, 150.0, None),  # the next one ends near 250 s: go on
+        (300.0, 0.0, "time_total_s"),  # a resumed run already at its limit
+    ],
+)
 def test_wall_time_is_a_bound_not_a_target(elapsed, last_iteration, expected):
     e = experiment(**{"stop.time_total_s": 300})
     assert stop_reason(e, TrainState(time_total_s=elapsed), last_iteration) == expected
@@ -57,12 +60,15 @@ def test_paper_names_map_to_rllib_arguments():
     assert split["train_batch_size_per_learner"] == 8192 and split["minibatch_size"] == 1024
 
 
-@pytest.mark.parametrize("env_runners, expected", [
-    ({"num_env_steps_sampled": 16435, "num_episodes": 13.0}, (16435, 13)),
-    ({"num_env_steps_sampled": np.int64(1024), "num_episodes": np.int64(2)}, (1024, 2)),  # from remote runners
-    ({}, (0, 0)),  # an asynchronous (APPO) iteration before any samples arrived
-    ({"num_env_steps_sampled": float("nan"), "num_episodes": float("nan")}, (0, 0)),  # none this iteration
-])
+@pytest.mark.parametrize(
+    "env_runners, expected",
+    [
+        ({"num_env_steps_sampled": 16435, "num_episodes": 13.0}, (16435, 13)),
+        ({"num_env_steps_sampled": np.int64(1024), "num_episodes": np.int64(2)}, (1024, 2)),  # from remote runners
+        ({}, (0, 0)),  # an asynchronous (APPO) iteration before any samples arrived
+        ({"num_env_steps_sampled": float("nan"), "num_episodes": float("nan")}, (0, 0)),  # none this iteration
+    ],
+)
 def test_an_iteration_without_samples_counts_zero(env_runners, expected):
     result = {"env_runners": env_runners}
     assert (sampled(result, "num_env_steps_sampled"), sampled(result, "num_episodes")) == expected

@@ -106,10 +106,23 @@ def test_tensorboard_server_serves_the_run(resumed_run):
 def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
-        [*CLI, "train", "experiments/smoke.yaml", "--run-dir", str(run_dir),
-         "--set", "stop.timesteps_total=10000000", "--set", "checkpoint.frequency=0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            *CLI,
+            "train",
+            "experiments/smoke.yaml",
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "stop.timesteps_total=10000000",
+            "--set",
+            "checkpoint.frequency=0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     output = []
     for line in process.stdout:
         output.append(line)
@@ -124,14 +137,25 @@ def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):
     assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file()
 
 
-@pytest.mark.parametrize("algorithm", [[], ["--set", "algorithm.name=IMPALA", "--set", "algorithm.rllib={}"]],
-                         ids=["APPO", "IMPALA"])
+@pytest.mark.parametrize(
+    "algorithm", [[], ["--set", "algorithm.name=IMPALA", "--set", "algorithm.rllib={}"]], ids=["APPO", "IMPALA"]
+)
 def test_asynchronous_algorithms_train(tmp_path, algorithm):
     # APPO and IMPALA sample asynchronously: an iteration may end before any samples arrived, so
     # stop on steps. A 4,096-frame update of the paper's network outlasts the 5 s RLlib's shutdown
     # waits for its learner thread on a CPU: the run must still exit 0 (procgen_rl.async_learners).
-    result = run_cli("train", "experiments/appo-8m.yaml", "--run-dir", str(tmp_path / "run"), *algorithm,
-                     "--set", "algorithm.num_envs=64", "--set", "algorithm.num_steps=64",
-                     "--set", "stop.timesteps_total=4096")
+    result = run_cli(
+        "train",
+        "experiments/appo-8m.yaml",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *algorithm,
+        "--set",
+        "algorithm.num_envs=64",
+        "--set",
+        "algorithm.num_steps=64",
+        "--set",
+        "stop.timesteps_total=4096",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert metric_lines(result.stdout)[-1]["timesteps_total"] >= 4096

@@ -30,7 +30,7 @@ class FinishUpdateOnShutdown:
     """Mixin for a learner with a `_learner_thread`: shutdown returns once that thread has ended."""
 
     def shutdown(self) -> None:
-        super().shutdown()  # sets the thread's stop event; it ends after the update it is in
+        super().shutdown()  # type: ignore[misc]  # sets the thread's stop event; it ends after the update it is in
         thread = getattr(self, "_learner_thread", None)
         if thread is not None:
             thread.join()

@@ -30,57 +30,83 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
-        "train", help="train an experiment, or resume a run",
+        "train",
+        help="train an experiment, or resume a run",
         description="Train EXPERIMENT into a new run directory, or continue one with --resume: in this "
-                    "process (native), on a compose cluster of the image's containers (compose), or as a "
-                    "SageMaker training job in local mode (sagemaker).")
+        "process (native), on a compose cluster of the image's containers (compose), or as a "
+        "SageMaker training job in local mode (sagemaker).",
+    )
     train.add_argument("experiment", nargs="?", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a value, e.g. --set env_config.env_name=starpilot (repeatable)")
-    train.add_argument("--run-dir", help="run directory (default: $RESULTS_DIR/<name>-<timestamp>, "
-                                         "RESULTS_DIR defaults to results/)")
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue RUN_DIR from its latest checkpoint with its saved config; "
-                            "steps, iterations and wall time continue, --set may change stop limits")
-    train.add_argument("--resume-interrupted", action="store_true",
-                       help="if the newest run of EXPERIMENT in $RESULTS_DIR was interrupted (killed or "
-                            "crashed: checkpoints but no clean stop), continue it instead of a new run")
-    train.add_argument("--backend", choices=(*BACKENDS, "auto"), default="native",
-                       help="native: this process; compose: a Ray head container + --workers worker "
-                            "containers of --image; sagemaker: SageMaker local mode, --instances hosts; "
-                            "auto: compose when a Docker engine answers, else native (default: %(default)s)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value, e.g. --set env_config.env_name=starpilot (repeatable)",
+    )
+    train.add_argument(
+        "--run-dir", help="run directory (default: $RESULTS_DIR/<name>-<timestamp>, RESULTS_DIR defaults to results/)"
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its latest checkpoint with its saved config; "
+        "steps, iterations and wall time continue, --set may change stop limits",
+    )
+    train.add_argument(
+        "--resume-interrupted",
+        action="store_true",
+        help="if the newest run of EXPERIMENT in $RESULTS_DIR was interrupted (killed or "
+        "crashed: checkpoints but no clean stop), continue it instead of a new run",
+    )
+    train.add_argument(
+        "--backend",
+        choices=(*BACKENDS, "auto"),
+        default="native",
+        help="native: this process; compose: a Ray head container + --workers worker "
+        "containers of --image; sagemaker: SageMaker local mode, --instances hosts; "
+        "auto: compose when a Docker engine answers, else native (default: %(default)s)",
+    )
     train.add_argument("--workers", type=int, default=2, help="compose: worker containers (default 2)")
     train.add_argument("--instances", type=int, default=1, help="sagemaker: hosts of the job (default 1)")
     train.add_argument("--image", default=DEFAULT_IMAGE, help="compose, sagemaker: the image (default: %(default)s)")
 
     rollout = commands.add_parser(
-        "rollout", help="evaluate a checkpoint: returns, normalized score, video",
+        "rollout",
+        help="evaluate a checkpoint: returns, normalized score, video",
         description="Run episodes on the training levels and on unseen levels; print both and the "
-                    "generalization gap; write summary.json and episode.mp4.")
+        "generalization gap; write summary.json and episode.mp4.",
+    )
     rollout.add_argument("run_or_checkpoint", help="a run directory (latest checkpoint) or a checkpoint_* directory")
     rollout.add_argument("--episodes", type=int, default=16, help="episodes per split (default 16)")
     rollout.add_argument("--out", help="output directory (default: <run>/rollout)")
     rollout.add_argument("--no-video", action="store_true", help="skip the video")
     rollout.add_argument("--seed", type=int, default=12345)
     cluster = commands.add_parser(
-        "cluster", help="a compose cluster that waits for your own drivers: up, down, logs",
+        "cluster",
+        help="a compose cluster that waits for your own drivers: up, down, logs",
         description="Start a Ray head container and WORKERS worker containers of IMAGE and leave "
-                    "them up; attach drivers with `docker compose -p procgen-rl exec ray-head "
-                    "procgen-rl train ...` or Ray Client on 127.0.0.1:10001.")
+        "them up; attach drivers with `docker compose -p procgen-rl exec ray-head "
+        "procgen-rl train ...` or Ray Client on 127.0.0.1:10001.",
+    )
     cluster.add_argument("action", choices=("up", "down", "logs"))
     cluster.add_argument("--workers", type=int, default=2, help="worker containers (default 2)")
     cluster.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
     cluster.add_argument("--no-follow", action="store_true", help="logs: print them and return")
 
     node = commands.add_parser(
-        "node", help="(inside the image) run a compose cluster node: the Ray head or a worker",
+        "node",
+        help="(inside the image) run a compose cluster node: the Ray head or a worker",
         description="The command of docker/docker-compose.yml's services. The head trains the run "
-                    f"directory in ${envvars.HEAD_RUN} once Ray is up, and exits with the result.")
+        f"directory in ${envvars.HEAD_RUN} once Ray is up, and exits with the result.",
+    )
     node.add_argument("role", choices=("head", "worker"))
     node.add_argument("--slots", type=int, default=1, help="env runner slots this node offers")
     node.add_argument("--head", default="ray-head", help="worker: the head's host name")
-    node.add_argument("--join-timeout", type=float, default=60.0,
-                      help="worker: seconds to wait for the head before failing")
+    node.add_argument(
+        "--join-timeout", type=float, default=60.0, help="worker: seconds to wait for the head before failing"
+    )
     add_cloud_parser(commands)
     return parser
 
@@ -88,18 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
 def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     from procgen_rl.launchers import cloud
 
-    parser = commands.add_parser("cloud", help="SageMaker training jobs in your AWS account",
-                                 description=cloud.__doc__.splitlines()[0])
+    parser = commands.add_parser(
+        "cloud", help="SageMaker training jobs in your AWS account", description=cloud.__doc__.splitlines()[0]
+    )
     actions = parser.add_subparsers(dest="cloud_command", required=True)
     train = actions.add_parser(
-        "train", help="push the image to ECR and start EXPERIMENT as a SageMaker training job",
+        "train",
+        help="push the image to ECR and start EXPERIMENT as a SageMaker training job",
         description="Push the CPU or GPU image (picked by instance type) to ECR and start one training "
-                    "job: spot by default, checkpoints in S3 (a restart resumes), metrics parsed from "
-                    "the log. One instance type (--instance-type/--instance-count) or a GPU learner "
-                    "group plus a CPU rollout group (--gpu-instances/--cpu-instances).")
+        "job: spot by default, checkpoints in S3 (a restart resumes), metrics parsed from "
+        "the log. One instance type (--instance-type/--instance-count) or a GPU learner "
+        "group plus a CPU rollout group (--gpu-instances/--cpu-instances).",
+    )
     train.add_argument("experiment", help="an experiment under experiments/ (the image holds a copy)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="passed to the job as hyperparameters (same keys as train --set)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to the job as hyperparameters (same keys as train --set)",
+    )
     train.add_argument("--instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
     train.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
     train.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
@@ -107,28 +142,36 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
     train.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
     train.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
-    train.add_argument("--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S,
-                       help="seconds of training at most (default %(default)s)")
-    train.add_argument("--max-wait", type=int, help="spot: seconds of training + waiting for capacity "
-                                                    "(default 2 x --max-run)")
+    train.add_argument(
+        "--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S, help="seconds of training at most (default %(default)s)"
+    )
+    train.add_argument(
+        "--max-wait", type=int, help="spot: seconds of training + waiting for capacity (default 2 x --max-run)"
+    )
     train.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")
     train.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
     train.add_argument("--role", help=f"SageMaker execution role, ARN or name (default: ${cloud.ROLE_ENV})")
     train.add_argument("--bucket", help=f"S3 bucket for checkpoints, events, model (default: ${cloud.BUCKET_ENV})")
     train.add_argument("--prefix", default=cloud.DEFAULT_PREFIX, help="S3 key prefix (default: %(default)s)")
     train.add_argument("--job-name", help="default: procgen-rl-<experiment>-<UTC timestamp>")
-    train.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE",
-                       help="a tag on the job (repeatable)")
+    train.add_argument(
+        "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="a tag on the job (repeatable)"
+    )
     train.add_argument("--image", help="local image to push (default: procgen-rl:<version>-cpu|gpu by instance type)")
     train.add_argument("--repository", default=cloud.DEFAULT_REPOSITORY, help="ECR repository (default: %(default)s)")
-    train.add_argument("--registry", help=f"push to this registry instead of ECR's (default: ${cloud.REGISTRY_ENV}; "
-                                          "for mirrors and tests)")
+    train.add_argument(
+        "--registry",
+        help=f"push to this registry instead of ECR's (default: ${cloud.REGISTRY_ENV}; for mirrors and tests)",
+    )
     train.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
-    train.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request; push "
-                                                              "and start nothing")
+    train.add_argument(
+        "--dry-run", action="store_true", help="print the CreateTrainingJob request; push and start nothing"
+    )
     fetch = actions.add_parser(
-        "fetch", help="download a cloud run's TensorBoard events and final model",
-        description="Sync RUN/tensorboard/ into DIR/run and unpack RUN/output/model.tar.gz into DIR/model.")
+        "fetch",
+        help="download a cloud run's TensorBoard events and final model",
+        description="Sync RUN/tensorboard/ into DIR/run and unpack RUN/output/model.tar.gz into DIR/model.",
+    )
     fetch.add_argument("run", help="s3://bucket/prefix/job, as `cloud train` printed it")
     fetch.add_argument("dir", help="local directory")
     fetch.add_argument("--model", action="store_true", help="fail unless the final model is there")
@@ -145,12 +188,32 @@ def run_cloud_train(args: argparse.Namespace) -> None:
     tags = dict(tag.partition("=")[::2] for tag in args.tags)
     if "" in tags or any("=" not in tag for tag in args.tags):
         raise UserError(f"--tag: expected KEY=VALUE, got {' '.join(args.tags)}")
-    groups = cloud.instance_groups(args.instance_type, args.instance_count, args.gpu_instances,
-                                   args.cpu_instances, args.gpu_instance_type, args.cpu_instance_type)
+    groups = cloud.instance_groups(
+        args.instance_type,
+        args.instance_count,
+        args.gpu_instances,
+        args.cpu_instances,
+        args.gpu_instance_type,
+        args.cpu_instance_type,
+    )
     options = cloud.CloudOptions(
-        groups, region=args.region, profile=args.profile, role=args.role, bucket=args.bucket, prefix=args.prefix,
-        spot=args.spot, max_run=args.max_run, max_wait=args.max_wait, tags=tags, name=args.job_name,
-        image=args.image, repository=args.repository, registry=args.registry, wait=args.wait, dry_run=args.dry_run)
+        groups,
+        region=args.region,
+        profile=args.profile,
+        role=args.role,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        spot=args.spot,
+        max_run=args.max_run,
+        max_wait=args.max_wait,
+        tags=tags,
+        name=args.job_name,
+        image=args.image,
+        repository=args.repository,
+        registry=args.registry,
+        wait=args.wait,
+        dry_run=args.dry_run,
+    )
     submitted = cloud.launch(job, options)
     spec = submitted.spec
     if args.dry_run:
@@ -159,10 +222,14 @@ def run_cloud_train(args: argparse.Namespace) -> None:
         return
     print(f"\nJob:         {spec.summary}")
     print(f"Run:         {spec.run_uri}")
-    print(f"TensorBoard: procgen-rl cloud fetch {spec.run_uri} results/{spec.name}; "
-          f"tensorboard --logdir results/{spec.name}/run --host 127.0.0.1")
-    print(f"Evaluate:    procgen-rl cloud fetch {spec.run_uri} results/{spec.name} --model; "
-          f"procgen-rl rollout results/{spec.name}/model   (once the job has finished)")
+    print(
+        f"TensorBoard: procgen-rl cloud fetch {spec.run_uri} results/{spec.name}; "
+        f"tensorboard --logdir results/{spec.name}/run --host 127.0.0.1"
+    )
+    print(
+        f"Evaluate:    procgen-rl cloud fetch {spec.run_uri} results/{spec.name} --model; "
+        f"procgen-rl rollout results/{spec.name}/model   (once the job has finished)"
+    )
     print(f"Status:      aws sagemaker describe-training-job --training-job-name {spec.name}")
 
 
@@ -196,11 +263,16 @@ def resolve_run(args: argparse.Namespace) -> Job:
         if interrupted is None:
             run = RunDir(Path(args.run_dir) if args.run_dir else new_run_path(experiment.name))
             if run.checkpoints():
-                raise UserError(f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
-                                "or choose another --run-dir")
+                raise UserError(
+                    f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
+                    "or choose another --run-dir"
+                )
             return Job(experiment, args.experiment, overrides, run, resume=False)
-        print(f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
-              "or after a clean stop)", flush=True)
+        print(
+            f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
+            "or after a clean stop)",
+            flush=True,
+        )
         args.resume = str(interrupted.path)
     run = RunDir(Path(args.resume))
     if not run.config_path.is_file():
@@ -215,8 +287,11 @@ def run_train(args: argparse.Namespace) -> None:
 
     job = resolve_run(args)
     backend = launchers.resolve_backend(args.backend)
-    where = {"native": "in this process", "compose": "on a compose cluster",
-             "sagemaker": "as a SageMaker job in local mode"}[backend]
+    where = {
+        "native": "in this process",
+        "compose": "on a compose cluster",
+        "sagemaker": "as a SageMaker job in local mode",
+    }[backend]
     print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {job.local_run.path}", flush=True)
     options = LaunchOptions(image=args.image, workers=args.workers, instances=args.instances)
     print_summary(launchers.launch(backend, job, options), job.experiment, backend)
@@ -228,8 +303,10 @@ def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> Non
 
     stopped, run = outcome.stopped, outcome.run
     iterations = stopped["iteration"]
-    print(f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
-          f"{stopped['timesteps_total']:,} env steps, {stopped['time_total_s']:.0f} s of training.")
+    print(
+        f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
+        f"{stopped['timesteps_total']:,} env steps, {stopped['time_total_s']:.0f} s of training."
+    )
     print(f"Results:     {run.path}")
     if outcome.model:
         print(f"Model:       {outcome.model} (config.yaml, final checkpoint, policy.pt2)")
@@ -241,9 +318,15 @@ def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> Non
     if stopped["stop_reason"] == "timesteps_total" or not budget or outcome.model:
         return
     rate = stopped["timesteps_total"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
-    left = f", about {format_duration((budget - stopped['timesteps_total']) / rate)} more at {rate:,.0f} steps/s" if rate else ""
+    left = (
+        f", about {format_duration((budget - stopped['timesteps_total']) / rate)} more at {rate:,.0f} steps/s"
+        if rate
+        else ""
+    )
     on = " --backend compose" if backend == "compose" else ""
-    print(f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0{on} (to {budget:,} steps{left})")
+    print(
+        f"Full budget: procgen-rl train --resume {run.path} --set stop.time_total_s=0{on} (to {budget:,} steps{left})"
+    )
 
 
 def run_cluster(args: argparse.Namespace) -> None:
@@ -255,10 +338,13 @@ def run_cluster(args: argparse.Namespace) -> None:
     cluster = compose.Cluster(args.image, args.workers, head_slots=0 if args.workers else 1)
     if args.action == "up":
         cluster.up()
-        print(f"compose cluster up: ray-head + {args.workers} ray-worker(s). Attach a driver:\n"
-              f"  {' '.join(cluster.command)} exec ray-head procgen-rl train {compose.PROJECT_DIR}/experiments/smoke.yaml "
-              f"--set resources.num_env_runners={max(1, args.workers)} --set resources.spread_env_runners=true\n"
-              "Stop it: procgen-rl cluster down")
+        print(
+            f"compose cluster up: ray-head + {args.workers} ray-worker(s). Attach a driver:\n"
+            f"  {' '.join(cluster.command)} exec ray-head procgen-rl train "
+            f"{compose.PROJECT_DIR}/experiments/smoke.yaml "
+            f"--set resources.num_env_runners={max(1, args.workers)} --set resources.spread_env_runners=true\n"
+            "Stop it: procgen-rl cluster down"
+        )
     elif args.action == "down":
         cluster.down()
         print("compose cluster down (containers and network removed)")
@@ -298,8 +384,13 @@ def run_rollout(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": run_train, "rollout": run_rollout, "cluster": run_cluster, "node": run_node,
-                "cloud": run_cloud}
+    commands = {
+        "train": run_train,
+        "rollout": run_rollout,
+        "cluster": run_cluster,
+        "node": run_node,
+        "cloud": run_cloud,
+    }
     try:
         return commands[args.command](args) or 0
     except UserError as err:

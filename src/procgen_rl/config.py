@@ -106,13 +106,17 @@ class EnvConfig:
     env_name: str = setting("coinrun", "the Procgen game", OneOf(GAMES, "game"))
     num_levels: int = setting(200, "unique training levels; 0 = unlimited", Range(0, INT32_MAX))
     start_level: int = setting(
-        0, f"seed of the first level; start_level + num_levels must be at most {INT32_MAX}", Range(0, INT32_MAX))
+        0, f"seed of the first level; start_level + num_levels must be at most {INT32_MAX}", Range(0, INT32_MAX)
+    )
     distribution_mode: str = setting(
-        "easy", "level variant; " + "; ".join(f"{mode} only in {', '.join(sorted(games))}"
-                                              for mode, games in MODE_GAMES.items()),
-        OneOf(tuple(DISTRIBUTION_MODES), "distribution mode"))
+        "easy",
+        "level variant; "
+        + "; ".join(f"{mode} only in {', '.join(sorted(games))}" for mode, games in MODE_GAMES.items()),
+        OneOf(tuple(DISTRIBUTION_MODES), "distribution mode"),
+    )
     use_sequential_levels: bool = setting(
-        False, "completing a level does not end the episode: the next level's seed follows from this one's")
+        False, "completing a level does not end the episode: the next level's seed follows from this one's"
+    )
     center_agent: bool = setting(True, "center the view on the agent; false shows the whole level")
     use_backgrounds: bool = setting(True, "draw the designed backgrounds; false draws plain black")
     restrict_themes: bool = setting(False, "games with several asset themes use only one")
@@ -127,11 +131,14 @@ class ModelConfig:
     """Which RLModule to build, and its options."""
 
     custom_model: str = setting(
-        "impala_cnn", "a model in procgen_rl/models/ (impala_cnn) or package.module:Class, an RLlib "
-        "TorchRLModule; checked when the algorithm is built, before Ray starts")
+        "impala_cnn",
+        "a model in procgen_rl/models/ (impala_cnn) or package.module:Class, an RLlib "
+        "TorchRLModule; checked when the algorithm is built, before Ray starts",
+    )
     custom_model_config: dict = setting(
-        {}, "passed to the model as-is; impala_cnn takes depths ([16, 32, 32]), hidden (256) and "
-        "precision (fp32 or bf16)")
+        {},
+        "passed to the model as-is; impala_cnn takes depths ([16, 32, 32]), hidden (256) and precision (fp32 or bf16)",
+    )
 
 
 @dataclass
@@ -139,26 +146,31 @@ class AlgorithmConfig:
     """Hyperparameters, named as in the Procgen paper and CleanRL; defaults are the paper's PPO."""
 
     name: str = setting(
-        "PPO", "PPO, APPO, IMPALA or package.module:ConfigClass, an RLlib AlgorithmConfig; checked when the "
-        "algorithm is built, before Ray starts")
+        "PPO",
+        "PPO, APPO, IMPALA or package.module:ConfigClass, an RLlib AlgorithmConfig; checked when the "
+        "algorithm is built, before Ray starts",
+    )
     learning_rate: float = setting(5e-4, "Adam step size", Range(0, 1, low_open=True))
     gamma: float = setting(0.999, "discount factor", Range(0, 1, low_open=True))
     gae_lambda: float = setting(0.95, "GAE lambda", Range(0, 1))
     clip_coef: float = setting(
-        0.2, "PPO/APPO surrogate clip range; PPO clips the value change by it too", Range(0, 1, low_open=True))
+        0.2, "PPO/APPO surrogate clip range; PPO clips the value change by it too", Range(0, 1, low_open=True)
+    )
     ent_coef: float = setting(0.01, "weight of the entropy bonus in the loss", Range(0))
     vf_coef: float = setting(0.5, "weight of the value loss (0.5 x squared error) in the loss", Range(0))
     max_grad_norm: float = setting(0.5, "gradients are clipped to this global norm", Range(0, low_open=True))
     update_epochs: int = setting(3, "passes over each batch", Range(1, 100))
     num_minibatches: int = setting(8, "minibatches per epoch; must divide num_envs x num_steps", Range(1))
-    num_envs: int = setting(
-        64, "environments in total, split evenly over the env runners", Range(1, MAX_ENVS))
+    num_envs: int = setting(64, "environments in total, split evenly over the env runners", Range(1, MAX_ENVS))
     num_steps: int = setting(
-        256, "steps per environment per rollout; a batch is num_envs x num_steps", Range(1, MAX_STEPS))
+        256, "steps per environment per rollout; a batch is num_envs x num_steps", Range(1, MAX_STEPS)
+    )
     normalize_reward: bool = setting(
-        True, "divide rewards by a running std of discounted returns (baselines' VecNormalize)")
+        True, "divide rewards by a running std of discounted returns (baselines' VecNormalize)"
+    )
     rllib: dict = setting(
-        {}, "extra AlgorithmConfig calls, {section: {argument: value}}, applied after everything else")
+        {}, "extra AlgorithmConfig calls, {section: {argument: value}}, applied after everything else"
+    )
 
     @property
     def train_batch_size(self) -> int:
@@ -176,15 +188,18 @@ class ResourcesConfig:
     """How the work is spread; launchers change these, the learning math does not change."""
 
     num_env_runners: int = setting(
-        0, "remote sampling actors; must divide algorithm.num_envs; 0 samples in the driver process",
-        Range(0, MAX_ACTORS))
+        0,
+        "remote sampling actors; must divide algorithm.num_envs; 0 samples in the driver process",
+        Range(0, MAX_ACTORS),
+    )
     num_cpus_per_env_runner: int = setting(1, "CPUs Ray reserves for each env runner", Range(0, MAX_ACTORS))
     num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
     spread_env_runners: bool = setting(
-        False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers "
-        "set it)")
+        False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers set it)"
+    )
     learner_device: str = setting(
-        "auto", "where the learner trains; auto = a GPU when one is visible", OneOf(LEARNER_DEVICES, "device"))
+        "auto", "where the learner trains; auto = a GPU when one is visible", OneOf(LEARNER_DEVICES, "device")
+    )
 
 
 @dataclass
@@ -194,8 +209,10 @@ class StopConfig:
 
     timesteps_total: int = setting(8_000_000, "env steps sampled; 0 = no limit", Range(0))
     time_total_s: float = setting(
-        0.0, "seconds of training; no iteration starts that would end past it (at the last one's pace); "
-        "0 = no limit", Range(0))
+        0.0,
+        "seconds of training; no iteration starts that would end past it (at the last one's pace); 0 = no limit",
+        Range(0),
+    )
     training_iteration: int = setting(0, "training iterations; 0 = no limit", Range(0))
 
 
@@ -203,8 +220,7 @@ class StopConfig:
 class CheckpointConfig:
     """When checkpoints are written and how many stay on disk."""
 
-    frequency: int = setting(10, "checkpoint every N iterations, and always at the end; 0 = at the end only",
-                             Range(0))
+    frequency: int = setting(10, "checkpoint every N iterations, and always at the end; 0 = at the end only", Range(0))
     keep: int = setting(3, "most recent checkpoints kept; 0 = all", Range(0))
 
 
@@ -212,11 +228,15 @@ class CheckpointConfig:
 class Experiment:
     """A whole run: what to train, how, and when to stop."""
 
-    name: str = setting("experiment", "the run's name, which names its directory; default: the experiment "
-                        "file's name", RunName())
+    name: str = setting(
+        "experiment", "the run's name, which names its directory; default: the experiment file's name", RunName()
+    )
     seed: int = setting(
-        0, "seeds Python, numpy, torch and the envs; each env's seed, (seed + runner index) x envs per runner + "
-        f"env index, must be at most {INT32_MAX}", Range(0, INT32_MAX))
+        0,
+        "seeds Python, numpy, torch and the envs; each env's seed, (seed + runner index) x envs per runner + "
+        f"env index, must be at most {INT32_MAX}",
+        Range(0, INT32_MAX),
+    )
     env_config: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -256,7 +276,8 @@ def settings(cls: type) -> list[Setting]:
     hints, defaults = typing.get_type_hints(cls), cls()
     return [
         Setting(f.name, hints[f.name], getattr(defaults, f.name), f.metadata["doc"], f.metadata["allowed"])
-        for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if not dataclasses.is_dataclass(hints[f.name])
     ]
 
 
@@ -322,8 +343,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key '{prefix + '.' if prefix else ''}{unknown[0]}'; "
-            f"allowed: {', '.join(fields)}"
+            f"{source}: unknown key '{prefix + '.' if prefix else ''}{unknown[0]}'; allowed: {', '.join(fields)}"
         )
     values = {}
     for name, value in raw.items():
@@ -345,11 +365,11 @@ def _set_dotted(raw: dict, dotted_key: str, value: Any, source: str) -> None:
             hints = typing.get_type_hints(cls)
             if part not in hints:
                 allowed = ", ".join(f.name for f in dataclasses.fields(cls))
-                raise ConfigError(f"{source}: unknown key '{'.'.join(parts[:i + 1])}'; allowed: {allowed}")
+                raise ConfigError(f"{source}: unknown key '{'.'.join(parts[: i + 1])}'; allowed: {allowed}")
             hint = hints[part]
             cls = hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
             if cls is None and hint is not dict:
-                raise ConfigError(f"{source}: '{'.'.join(parts[:i + 1])}' takes no sub-keys")
+                raise ConfigError(f"{source}: '{'.'.join(parts[: i + 1])}' takes no sub-keys")
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             child = node[part] = {}
@@ -386,8 +406,9 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
-                    override_source: str = "--set") -> Experiment:
+def load_experiment(
+    path: str | Path, overrides: dict[str, Any] | None = None, override_source: str = "--set"
+) -> Experiment:
     """Read an experiment YAML, apply overrides, validate; raise ConfigError naming the culprit."""
     path = Path(path)
     if not path.is_file():
@@ -408,8 +429,10 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}:{at}: malformed YAML: {problem}") from None
     if raw is None:
-        raise ConfigError(f"{path}: empty (no settings, only comments or blank lines); start from a copy of "
-                          "an experiment in experiments/")
+        raise ConfigError(
+            f"{path}: empty (no settings, only comments or blank lines); start from a copy of "
+            "an experiment in experiments/"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     overrides = overrides or {}
@@ -445,22 +468,34 @@ def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> No
 
     games = MODE_GAMES.get(env.distribution_mode)
     if games is not None and env.env_name not in games:
-        fail("env_config.distribution_mode",
-             f"{env.env_name} has no {env.distribution_mode} mode; games with it: {', '.join(sorted(games))}")
+        fail(
+            "env_config.distribution_mode",
+            f"{env.env_name} has no {env.distribution_mode} mode; games with it: {', '.join(sorted(games))}",
+        )
     if env.start_level + env.num_levels > INT32_MAX:
-        fail("env_config.start_level", f"start_level + num_levels = {env.start_level} + {env.num_levels} "
-             f"must be at most {INT32_MAX} (Procgen level seeds are 31-bit)")
+        fail(
+            "env_config.start_level",
+            f"start_level + num_levels = {env.start_level} + {env.num_levels} "
+            f"must be at most {INT32_MAX} (Procgen level seeds are 31-bit)",
+        )
     if algo.train_batch_size % algo.num_minibatches:
-        fail("algorithm.num_minibatches",
-             f"{algo.num_minibatches} does not divide the batch of {algo.train_batch_size} steps")
+        fail(
+            "algorithm.num_minibatches",
+            f"{algo.num_minibatches} does not divide the batch of {algo.train_batch_size} steps",
+        )
     if algo.num_envs % max(1, res.num_env_runners):
-        fail("resources.num_env_runners",
-             f"{res.num_env_runners} runners cannot split algorithm.num_envs={algo.num_envs} evenly")
+        fail(
+            "resources.num_env_runners",
+            f"{res.num_env_runners} runners cannot split algorithm.num_envs={algo.num_envs} evenly",
+        )
     per_runner = experiment.num_envs_per_env_runner
     if (experiment.seed + res.num_env_runners + 1) * per_runner - 1 > INT32_MAX:
         highest = (INT32_MAX + 1) // per_runner - res.num_env_runners - 1
-        fail("seed", f"{experiment.seed} gives env seeds beyond {INT32_MAX} with {per_runner} envs per runner "
-             f"and {res.num_env_runners} runners; at most {highest} here")
+        fail(
+            "seed",
+            f"{experiment.seed} gives env seeds beyond {INT32_MAX} with {per_runner} envs per runner "
+            f"and {res.num_env_runners} runners; at most {highest} here",
+        )
     if not any(getattr(experiment.stop, k) for k in ("timesteps_total", "time_total_s", "training_iteration")):
         fail("stop", "set at least one of timesteps_total, time_total_s, training_iteration")
 
@@ -497,7 +532,8 @@ def check_memory(experiment: Experiment, available_bytes: int) -> None:
             f"algorithm.num_envs={algo.num_envs} x algorithm.num_steps={algo.num_steps} frames with "
             f"env_config.frame_stack={experiment.env_config.frame_stack} need at least {need / GIB:.1f} GiB "
             f"(procgen_rl.config.estimate_memory), more than the {available_bytes / GIB:.1f} GiB here; lower "
-            "one of them")
+            "one of them"
+        )
 
 
 def experiment_to_dict(experiment: Experiment) -> dict:

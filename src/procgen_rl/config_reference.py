@@ -1,7 +1,7 @@
 """docs/configuration.md, generated from the config dataclasses so the page and the checks agree.
 
-    python -m procgen_rl.config_reference           # rewrite the page (from the repository root)
-    python -m procgen_rl.config_reference --check   # exit 1 when the checked-in page is stale
+python -m procgen_rl.config_reference           # rewrite the page (from the repository root)
+python -m procgen_rl.config_reference --check   # exit 1 when the checked-in page is stale
 """
 
 from __future__ import annotations
@@ -71,8 +71,14 @@ def render() -> str:
 
 def _section(prefix: str, cls: type) -> str:
     title = f"`{prefix}`" if prefix else "Top level"
-    lines = [f"## {title}", "", inspect.getdoc(cls) or "", "",
-             "| Key | Type | Default | Allowed | Description |", "|---|---|---|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        inspect.getdoc(cls) or "",
+        "",
+        "| Key | Type | Default | Allowed | Description |",
+        "|---|---|---|---|---|",
+    ]
     for s in settings(cls):
         key = f"{prefix}.{s.name}" if prefix else s.name
         allowed = str(s.allowed) if s.allowed else _type_values(s.type)

@@ -43,8 +43,11 @@ def sample_actions(rl_module: Any, outputs: dict[str, torch.Tensor], explore: bo
         if explore:
             dist = rl_module.get_exploration_action_dist_cls().from_logits(outputs[Columns.ACTION_DIST_INPUTS])
         else:
-            dist = rl_module.get_inference_action_dist_cls().from_logits(
-                outputs[Columns.ACTION_DIST_INPUTS]).to_deterministic()
+            dist = (
+                rl_module.get_inference_action_dist_cls()
+                .from_logits(outputs[Columns.ACTION_DIST_INPUTS])
+                .to_deterministic()
+            )
         outputs[Columns.ACTIONS] = dist.sample()
         outputs[Columns.ACTION_LOGP] = dist.logp(outputs[Columns.ACTIONS])
     return {column: value.numpy() for column, value in outputs.items()}
@@ -53,6 +56,7 @@ def sample_actions(rl_module: Any, outputs: dict[str, torch.Tensor], explore: bo
 class SampleActions(ConnectorV2):
     """Module to env: `sample_actions`, for the batch the env runner indexes per env."""
 
-    def __call__(self, *, rl_module: Any, batch: dict[str, torch.Tensor], explore: bool | None = None,
-                 **kwargs: Any) -> dict[str, np.ndarray]:
+    def __call__(
+        self, *, rl_module: Any, batch: dict[str, torch.Tensor], explore: bool | None = None, **kwargs: Any
+    ) -> dict[str, np.ndarray]:
         return sample_actions(rl_module, batch, explore)

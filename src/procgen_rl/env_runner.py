@@ -24,8 +24,13 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
-from ray.rllib.utils.metrics import (CONNECTOR_PIPELINE_TIMER, ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR,
-                                     RLMODULE_INFERENCE_TIMER, WEIGHTS_SEQ_NO)
+from ray.rllib.utils.metrics import (
+    CONNECTOR_PIPELINE_TIMER,
+    ENV_TO_MODULE_CONNECTOR,
+    MODULE_TO_ENV_CONNECTOR,
+    RLMODULE_INFERENCE_TIMER,
+    WEIGHTS_SEQ_NO,
+)
 
 from procgen_rl.connectors import sample_actions
 from procgen_rl.progress import ProgressReporter
@@ -37,6 +42,9 @@ EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "o
 class ProcgenEnvRunner(SingleAgentEnvRunner):
     """Samples fragments of timesteps from the batched Procgen env with little per-step Python."""
 
+    _cached_to_module: dict[str, Any]  # RLlib's: the frames the next forward reads
+    _ongoing_episodes: list[SingleAgentEpisode]  # RLlib's: one per env
+
     def __init__(self, **kwargs: Any) -> None:
         silence_library_banners()  # a remote runner is a process of its own
         super().__init__(**kwargs)
@@ -44,7 +52,8 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
         self._hooks_in_use = {
             hook: any(getattr(type(callback), hook) is not getattr(RLlibCallback, hook) for callback in self._callbacks)
             or bool(getattr(self.config, f"callbacks_{hook}"))
-            for hook in EPISODE_HOOKS}
+            for hook in EPISODE_HOOKS
+        }
         self._progress = ProgressReporter()
 
     def make_module(self) -> None:
@@ -56,13 +65,25 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
         if self._hooks_in_use[which]:
             super()._make_on_episode_callback(which, idx, episodes)
 
-    def _sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None, explore: bool,
-                random_actions: bool = False, force_reset: bool = False) -> list[SingleAgentEpisode]:
+    def _sample(
+        self,
+        *,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool,
+        random_actions: bool = False,
+        force_reset: bool = False,
+    ) -> list[SingleAgentEpisode]:
         """At least `num_timesteps` env steps over all envs, as RLlib's `_sample` returns them: the
         episodes finished here, then every ongoing episode's chunk (continued at the next call)."""
         if num_timesteps is None or random_actions:
-            return super()._sample(num_timesteps=num_timesteps, num_episodes=num_episodes, explore=explore,
-                                   random_actions=random_actions, force_reset=force_reset)
+            return super()._sample(
+                num_timesteps=num_timesteps,
+                num_episodes=num_episodes,
+                explore=explore,
+                random_actions=random_actions,
+                force_reset=force_reset,
+            )
         if force_reset or self._needs_initial_reset:
             self._reset_envs_and_episodes(explore)  # runs the env-to-module piece on the first frames
         frames = self._cached_to_module[Columns.OBS]
@@ -98,9 +119,15 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
                 timesteps += 1
                 extra_model_outputs = {column: value[i] for column, value in outputs.items()}
                 extra_model_outputs[WEIGHTS_SEQ_NO] = self._weights_seq_no
-                episode.add_env_step(observation=observations[i], action=actions[i], reward=rewards[i],
-                                     infos=infos[i], terminated=terminateds[i], truncated=truncateds[i],
-                                     extra_model_outputs=extra_model_outputs)
+                episode.add_env_step(
+                    observation=observations[i],
+                    action=actions[i],
+                    reward=rewards[i],
+                    infos=infos[i],
+                    terminated=terminateds[i],
+                    truncated=truncateds[i],
+                    extra_model_outputs=extra_model_outputs,
+                )
             for i in range(self.num_envs):
                 self._make_on_episode_callback("on_episode_start" if i in started else "on_episode_step", i, episodes)
                 if episodes[i].is_done:
@@ -118,8 +145,9 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
     def _cut_ongoing_episodes(self) -> list[SingleAgentEpisode]:
         """Every ongoing episode's chunk so far, as RLlib's loop ends; their continuations sample on."""
         chunks = []
-        continuations = [episode.cut(len_lookback_buffer=self.config.episode_lookback_horizon)
-                         for episode in self._ongoing_episodes]
+        continuations = [
+            episode.cut(len_lookback_buffer=self.config.episode_lookback_horizon) for episode in self._ongoing_episodes
+        ]
         for episode in self._ongoing_episodes:
             if episode.t == 0:
                 continue  # just started: no data yet

@@ -43,19 +43,26 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, env_config: EnvConfig, num_envs: int, *, seed: int = 0,
-                 normalize_reward_gamma: float | None = None, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        env_config: EnvConfig,
+        num_envs: int,
+        *,
+        seed: int = 0,
+        normalize_reward_gamma: float | None = None,
+        num_threads: int | None = None,
+    ) -> None:
         self.env_config = env_config
         self.num_envs = num_envs
         self._seed = seed
         self._num_threads = num_threads or min(num_envs, len(os.sched_getaffinity(0)))
         self._gamma = normalize_reward_gamma
         channels = FRAME_SHAPE[0] * env_config.frame_stack
-        self.single_observation_space = gym.spaces.Box(0, 255, (channels, *FRAME_SHAPE[1:]), np.uint8)
+        self.single_observation_space: gym.spaces.Box = gym.spaces.Box(0, 255, (channels, *FRAME_SHAPE[1:]), np.uint8)
         self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self._pool = None
+        self._pool: Any = None
         self._frames = np.zeros((num_envs, channels, *FRAME_SHAPE[1:]), np.uint8)
         self._episode_return = np.zeros(num_envs, np.float64)
         self._episode_length = np.zeros(num_envs, np.int64)
@@ -122,12 +129,19 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
         info: dict[str, Any] = {}
         if done.any():
             info = {
-                EPISODE_RETURN: self._episode_return.copy(), f"_{EPISODE_RETURN}": done,
-                EPISODE_LENGTH: self._episode_length.copy(), f"_{EPISODE_LENGTH}": done,
+                EPISODE_RETURN: self._episode_return.copy(),
+                f"_{EPISODE_RETURN}": done,
+                EPISODE_LENGTH: self._episode_length.copy(),
+                f"_{EPISODE_LENGTH}": done,
             }
         self._needs_reset = done
-        return (self._frames.copy(), self._normalize(reward, done).astype(np.float32),
-                terminated & live, truncated & live, info)
+        return (
+            self._frames.copy(),
+            self._normalize(reward, done).astype(np.float32),
+            terminated & live,
+            truncated & live,
+            info,
+        )
 
     def _normalize(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         """Divide by the std of the discounted return (baselines' VecNormalize, no mean shift)."""
@@ -162,5 +176,6 @@ def make_rllib_env(ctx: dict) -> ProcgenVectorEnv:
 
     Seeding comes later: the env runner calls `reset(seed=config.seed + worker_index)`.
     """
-    return ProcgenVectorEnv(EnvConfig(**ctx["procgen"]), ctx["num_envs"],
-                            normalize_reward_gamma=ctx["normalize_reward_gamma"])
+    return ProcgenVectorEnv(
+        EnvConfig(**ctx["procgen"]), ctx["num_envs"], normalize_reward_gamma=ctx["normalize_reward_gamma"]
+    )

@@ -48,7 +48,7 @@ class DropBootstrapFrames(ConnectorV2):
         for module_id, columns in batch.items():
             mask = columns.pop(Columns.LOSS_MASK, None)
             if mask is not None:
-                batch[module_id] = tree.map_structure(lambda column: column[mask], columns)
+                batch[module_id] = tree.map_structure(lambda column, mask=mask: column[mask], columns)
         return batch
 
 
@@ -59,21 +59,34 @@ def epoch_minibatches(batch: MultiAgentBatch, num_epochs: int, num_minibatches: 
     columns = dict(module_batch)
     for _ in range(num_epochs):
         for rows in np.array_split(np.random.permutation(len(module_batch)), num_minibatches):
-            yield MultiAgentBatch({module_id: SampleBatch(tree.map_structure(lambda c: c[rows], columns))}, len(rows))
+            yield MultiAgentBatch(
+                {module_id: SampleBatch(tree.map_structure(lambda c, rows=rows: c[rows], columns))}, len(rows)
+            )
 
 
-def paper_ppo_loss(logp_ratio: torch.Tensor, advantages: torch.Tensor, entropy: torch.Tensor,
-                   value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor,
-                   clip_coef: float, ent_coef: float, vf_coef: float) -> dict[str, torch.Tensor]:
+def paper_ppo_loss(
+    logp_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    target: torch.Tensor,
+    clip_coef: float,
+    ent_coef: float,
+    vf_coef: float,
+) -> dict[str, torch.Tensor]:
     """Baselines ppo2's loss on one minibatch: clipped surrogate, clipped value loss, entropy bonus."""
     advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-    pg_loss = torch.max(-advantages * logp_ratio,
-                        -advantages * logp_ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    pg_loss = torch.max(-advantages * logp_ratio, -advantages * logp_ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     clipped_value = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
     v_loss = 0.5 * torch.max((value - target) ** 2, (clipped_value - target) ** 2).mean()
     entropy = entropy.mean()
-    return {"loss": pg_loss - ent_coef * entropy + vf_coef * v_loss,
-            POLICY_LOSS_KEY: pg_loss, VF_LOSS_KEY: v_loss, ENTROPY_KEY: entropy}
+    return {
+        "loss": pg_loss - ent_coef * entropy + vf_coef * v_loss,
+        POLICY_LOSS_KEY: pg_loss,
+        VF_LOSS_KEY: v_loss,
+        ENTROPY_KEY: entropy,
+    }
 
 
 class ProcgenPPOLearner(PPOTorchLearner):
@@ -85,14 +98,17 @@ class ProcgenPPOLearner(PPOTorchLearner):
         if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.append(DropBootstrapFrames())
 
-    def _create_iterator_if_necessary(self, *, training_data: Any, num_epochs: int = 1,
-                                      minibatch_size: int | None = None, **kwargs: Any) -> Any:
+    def _create_iterator_if_necessary(
+        self, *, training_data: Any, num_epochs: int = 1, minibatch_size: int | None = None, **kwargs: Any
+    ) -> Any:
         if training_data.episodes is None or not minibatch_size:
             return super()._create_iterator_if_necessary(
-                training_data=training_data, num_epochs=num_epochs, minibatch_size=minibatch_size, **kwargs)
+                training_data=training_data, num_epochs=num_epochs, minibatch_size=minibatch_size, **kwargs
+            )
         num_minibatches = max(1, round(self.config.train_batch_size_per_learner / minibatch_size))
-        minibatches = epoch_minibatches(self._make_batch_if_necessary(training_data=training_data), num_epochs,
-                                        num_minibatches)
+        minibatches = epoch_minibatches(
+            self._make_batch_if_necessary(training_data=training_data), num_epochs, num_minibatches
+        )
         return self._reporting(minibatches, num_epochs * num_minibatches)
 
     def _reporting(self, minibatches: Iterator[MultiAgentBatch], total: int) -> Iterator[MultiAgentBatch]:
@@ -101,17 +117,23 @@ class ProcgenPPOLearner(PPOTorchLearner):
             self._progress.phase(f"learning: minibatch {number} of {total}")
             yield minibatch
 
-    def compute_loss_for_module(self, *, module_id: str, config: PPOConfig, batch: dict[str, Any],
-                                fwd_out: dict[str, Any]) -> torch.Tensor:
+    def compute_loss_for_module(
+        self, *, module_id: str, config: PPOConfig, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         value = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
         losses = paper_ppo_loss(
             logp_ratio=torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP]),
-            advantages=batch[Postprocessing.ADVANTAGES], entropy=dist.entropy(), value=value,
-            old_value=batch[Columns.VF_PREDS], target=batch[Postprocessing.VALUE_TARGETS],
-            clip_coef=config.clip_param, vf_coef=config.vf_loss_coeff,
-            ent_coef=self.entropy_coeff_schedulers_per_module[module_id].get_current_value())
+            advantages=batch[Postprocessing.ADVANTAGES],
+            entropy=dist.entropy(),
+            value=value,
+            old_value=batch[Columns.VF_PREDS],
+            target=batch[Postprocessing.VALUE_TARGETS],
+            clip_coef=config.clip_param,
+            vf_coef=config.vf_loss_coeff,
+            ent_coef=self.entropy_coeff_schedulers_per_module[module_id].get_current_value(),
+        )
         loss = losses.pop("loss")
         losses[LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY] = explained_variance(batch[Postprocessing.VALUE_TARGETS], value)
         self.metrics.log_dict(losses, key=module_id, window=1)

@@ -83,7 +83,7 @@ class Heartbeat:
         self.batch_size = batch_size
         self.iteration, self.started = 0, time.monotonic()
         self._stop = threading.Event()
-        self._board = ProgressBoard.options(name=BOARD_NAME, get_if_exists=True).remote()
+        self._board = ProgressBoard.options(name=BOARD_NAME, get_if_exists=True).remote()  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="procgen-rl-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
@@ -103,8 +103,11 @@ class Heartbeat:
                 steps, phase = ray.get(self._board.read.remote(), timeout=HEARTBEAT_S)
             except Exception:  # the cluster is going down: the trainer reports that, not the heartbeat
                 continue
-            print(f"[progress] iteration {self.iteration}: {steps:,} of {self.batch_size:,} env steps sampled"
-                  f"{', ' + phase if phase else ''} ({elapsed:.0f} s)", flush=True)
+            print(
+                f"[progress] iteration {self.iteration}: {steps:,} of {self.batch_size:,} env steps sampled"
+                f"{', ' + phase if phase else ''} ({elapsed:.0f} s)",
+                flush=True,
+            )
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()

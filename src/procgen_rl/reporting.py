@@ -27,9 +27,19 @@ from typing import Any, TextIO
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
-    "iteration", "timesteps_total", "episodes_total", "episode_reward_mean", "episode_reward_min",
-    "episode_reward_max", "episode_len_mean", "normalized_score", "steps_per_s", "time_total_s",
-    "policy_loss", "vf_loss", "entropy",
+    "iteration",
+    "timesteps_total",
+    "episodes_total",
+    "episode_reward_mean",
+    "episode_reward_min",
+    "episode_reward_max",
+    "episode_len_mean",
+    "normalized_score",
+    "steps_per_s",
+    "time_total_s",
+    "policy_loss",
+    "vf_loss",
+    "entropy",
 )
 # Group 1 is the value: `METRIC_LINE_REGEX.format(name="normalized_score")`.
 METRIC_LINE_REGEX = r"\[metrics\].* {name}=([-+0-9.eE]+|nan)"
@@ -68,8 +78,10 @@ def progress_line(metrics: dict[str, float], total_steps: int, eta_s: float, wid
     fraction = min(1.0, done / total_steps) if total_steps else 0.0
     bar = "#" * int(fraction * width) + "-" * (width - int(fraction * width))
     total = f"/{total_steps:,}" if total_steps else ""
-    return (f"[{bar}] {fraction:4.0%} {int(done):,}{total} steps | reward {metrics['episode_reward_mean']:.2f}"
-            f" | {metrics['steps_per_s']:.0f} steps/s | ETA {format_duration(eta_s)}")
+    return (
+        f"[{bar}] {fraction:4.0%} {int(done):,}{total} steps | reward {metrics['episode_reward_mean']:.2f}"
+        f" | {metrics['steps_per_s']:.0f} steps/s | ETA {format_duration(eta_s)}"
+    )
 
 
 class Reporter:

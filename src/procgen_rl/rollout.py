@@ -44,10 +44,9 @@ def load_module(checkpoint: Path) -> Any:
 def export_policy(checkpoint: Path, path: Path) -> None:
     """Save the policy as an exported program that only torch needs to load:
 
-        torch.export.load(path).module()(uint8 frames (N, C, 64, 64)) -> logits (N, 15)
+    torch.export.load(path).module()(uint8 frames (N, C, 64, 64)) -> logits (N, 15)
     """
     import torch
-
     from ray.rllib.core.columns import Columns
 
     module = load_module(checkpoint)
@@ -66,25 +65,26 @@ def export_policy(checkpoint: Path, path: Path) -> None:
     torch.export.save(program, str(path))
 
 
-def run_episodes(module: Any, env_config: EnvConfig, episodes: int, seed: int,
-                 record: bool = False) -> tuple[list[float], list[np.ndarray]]:
+def run_episodes(
+    module: Any, env_config: EnvConfig, episodes: int, seed: int, record: bool = False
+) -> tuple[list[float], list[np.ndarray]]:
     """Returns of the first episode of each of `episodes` envs, and env 0's frames if `record`."""
     import torch
+    from ray.rllib.core.columns import Columns
 
     from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
-    from ray.rllib.core.columns import Columns
 
     env = ProcgenVectorEnv(env_config, episodes, seed=seed)
     obs, _ = env.reset()
     returns = np.full(episodes, np.nan)
-    frames = [obs[0, -FRAME_SHAPE[0]:]] if record else []
+    frames = [obs[0, -FRAME_SHAPE[0] :]] if record else []
     with torch.no_grad():
         while np.isnan(returns).any():
             logits = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTION_DIST_INPUTS]
             actions = torch.distributions.Categorical(logits=logits).sample().numpy()
             obs, _, _, _, info = env.step(actions)
             if record and np.isnan(returns[0]):
-                frames.append(obs[0, -FRAME_SHAPE[0]:])
+                frames.append(obs[0, -FRAME_SHAPE[0] :])
             if EPISODE_RETURN in info:
                 first = info[f"_{EPISODE_RETURN}"] & np.isnan(returns)
                 returns[first] = info[EPISODE_RETURN][first]
@@ -95,16 +95,20 @@ def run_episodes(module: Any, env_config: EnvConfig, episodes: int, seed: int,
 def write_video(frames: list[np.ndarray], path: Path) -> None:
     import imageio.v2 as imageio
 
-    scaled = [f.transpose(1, 2, 0).repeat(VIDEO_SCALE, 0).repeat(VIDEO_SCALE, 1) for f in frames]
+    scaled: list[Any] = [f.transpose(1, 2, 0).repeat(VIDEO_SCALE, 0).repeat(VIDEO_SCALE, 1) for f in frames]
     imageio.mimwrite(path, scaled, fps=VIDEO_FPS, macro_block_size=16)
 
 
 def split_summary(returns: list[float], env_config: EnvConfig) -> dict[str, Any]:
     mean = float(np.mean(returns))
     score = normalized_score(mean, env_config.env_name, env_config.distribution_mode)
-    return {"num_levels": env_config.num_levels, "start_level": env_config.start_level,
-            "mean_return": mean, "normalized_score": None if math.isnan(score) else score,
-            "returns": returns}
+    return {
+        "num_levels": env_config.num_levels,
+        "start_level": env_config.start_level,
+        "mean_return": mean,
+        "normalized_score": None if math.isnan(score) else score,
+        "returns": returns,
+    }
 
 
 def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: bool, seed: int) -> dict:
@@ -120,9 +124,12 @@ def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: b
     train_returns, frames = run_episodes(module, train_env, episodes, seed, record=video)
     test_returns, _ = run_episodes(module, test_env, episodes, seed + 1)
     summary: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "env_name": train_env.env_name,
-        "distribution_mode": train_env.distribution_mode, "episodes": episodes,
-        "train": split_summary(train_returns, train_env), "test": split_summary(test_returns, test_env),
+        "checkpoint": str(checkpoint),
+        "env_name": train_env.env_name,
+        "distribution_mode": train_env.distribution_mode,
+        "episodes": episodes,
+        "train": split_summary(train_returns, train_env),
+        "test": split_summary(test_returns, test_env),
     }
     scores = summary["train"]["normalized_score"], summary["test"]["normalized_score"]
     summary["generalization_gap"] = None if None in scores else scores[0] - scores[1]

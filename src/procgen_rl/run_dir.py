@@ -21,10 +21,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from procgen_rl import envvars
 from procgen_rl.config import Experiment, save_experiment
@@ -109,8 +110,11 @@ class RunDir:
         """Complete checkpoints, oldest first (a half-written one is never listed)."""
         if not self.checkpoints_path.is_dir():
             return []
-        return sorted(p for p in self.checkpoints_path.glob(f"{CHECKPOINT_PREFIX}[0-9]*")
-                      if p.is_dir() and (p / STATE_FILE).is_file())
+        return sorted(
+            p
+            for p in self.checkpoints_path.glob(f"{CHECKPOINT_PREFIX}[0-9]*")
+            if p.is_dir() and (p / STATE_FILE).is_file()
+        )
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
@@ -135,8 +139,9 @@ class RunDir:
 def load_state(checkpoint: Path) -> TrainState:
     """Our counters from a checkpoint, after checking it holds an RLlib algorithm state."""
     if not (checkpoint / RLLIB_METADATA).is_file():
-        raise CheckpointError(f"{checkpoint}: no {RLLIB_METADATA}; not a complete RLlib checkpoint, "
-                              "pick another or start a new run")
+        raise CheckpointError(
+            f"{checkpoint}: no {RLLIB_METADATA}; not a complete RLlib checkpoint, pick another or start a new run"
+        )
     try:
         return TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
     except (OSError, ValueError, TypeError) as err:
@@ -153,6 +158,7 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> tuple[RunDir, Path]:
     run = RunDir(path)
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
-        raise CheckpointError(f"{path}: no complete checkpoint in {run.checkpoints_path}; "
-                              "train first, or name a checkpoint_* directory")
+        raise CheckpointError(
+            f"{path}: no complete checkpoint in {run.checkpoints_path}; train first, or name a checkpoint_* directory"
+        )
     return run, checkpoint

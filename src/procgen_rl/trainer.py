@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import time
@@ -85,12 +86,18 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     from procgen_rl.envs import ENV_NAME, ProcgenVectorEnv, make_rllib_env, rllib_env_config
     from procgen_rl.models import check_model
 
+    silence_library_banners()
     algo, res = experiment.algorithm, experiment.resources
     config_class = registry.resolve("algorithms", algo.name, "algorithm.name")
     module_class = registry.resolve("models", experiment.model.custom_model, "model.custom_model")
     spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)  # spaces only: no games start
-    check_model(module_class, experiment.model.custom_model_config, algo.name,
-                spaces.single_observation_space, spaces.single_action_space)
+    check_model(
+        module_class,
+        experiment.model.custom_model_config,
+        algo.name,
+        spaces.single_observation_space,
+        spaces.single_action_space,
+    )
     callbacks = [registry.resolve("callbacks", "episode_metrics", "callbacks")]
     callbacks += [registry.resolve("callbacks", name, "callbacks") for name in experiment.callbacks]
 
@@ -113,8 +120,9 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             add_default_connectors_to_module_to_env_pipeline=False,
         )
         .learners(num_learners=res.num_learners, num_gpus_per_learner=learner_gpus(res.learner_device))
-        .rl_module(rl_module_spec=RLModuleSpec(
-            module_class=module_class, model_config=experiment.model.custom_model_config))
+        .rl_module(
+            rl_module_spec=RLModuleSpec(module_class=module_class, model_config=experiment.model.custom_model_config)
+        )
         .callbacks(callbacks)
         .debugging(seed=experiment.seed)
     )
@@ -148,8 +156,9 @@ def sampled(result: dict, key: str) -> int:
     return 0 if math.isnan(value) else int(value)
 
 
-def iteration_metrics(result: dict, state: TrainState, experiment: Experiment, seconds: float,
-                      steps: int) -> dict[str, float]:
+def iteration_metrics(
+    result: dict, state: TrainState, experiment: Experiment, seconds: float, steps: int
+) -> dict[str, float]:
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get("default_policy", {})
     reward_mean = first_number(runners.get("raw_episode_return_mean"))
@@ -209,14 +218,18 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     """
     import ray
 
-    silence_library_banners()
     address = os.environ.get(envvars.RAY_ADDRESS)
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
         slots = max(1, experiment.resources.num_env_runners)
-        ray.init(address="local", include_dashboard=False, log_to_driver=True, logging_level="WARNING",
-                 resources={ENV_RUNNER_SLOT: slots})
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+            resources={ENV_RUNNER_SLOT: slots},
+        )
     if nodes > 1:
         wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
 
@@ -232,8 +245,11 @@ def report_env_runner_health(algo: Any, experiment: Experiment, previously: int)
     healthy = algo.env_runner_group.num_healthy_remote_workers()
     if healthy != previously:
         change = "lost" if healthy < previously else "regained"
-        print(f"env runners: {change} {abs(previously - healthy)}; {healthy} of "
-              f"{experiment.resources.num_env_runners} healthy, sampling continues on those", flush=True)
+        print(
+            f"env runners: {change} {abs(previously - healthy)}; {healthy} of "
+            f"{experiment.resources.num_env_runners} healthy, sampling continues on those",
+            flush=True,
+        )
     return healthy
 
 
@@ -265,8 +281,11 @@ def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> 
             raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
         state = load_state(checkpoint) if checkpoint else TrainState()
         outcome = _train_locked(experiment, run, config, checkpoint, state, nodes)
-    run.stopped_path.write_text(json.dumps({"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint,
-                                            **asdict(outcome.state)}, indent=2))
+    run.stopped_path.write_text(
+        json.dumps(
+            {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}, indent=2
+        )
+    )
     return outcome
 
 
@@ -277,8 +296,9 @@ def train_run_dir(path: Path, nodes: int = 1) -> TrainOutcome:
     return train(experiment, run, resume=bool(run.checkpoints()), nodes=nodes)
 
 
-def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState,
-                  nodes: int) -> TrainOutcome:
+def _train_locked(
+    experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState, nodes: int
+) -> TrainOutcome:
     from procgen_rl.progress import Heartbeat  # a Ray actor: imports Ray
 
     print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
@@ -298,8 +318,10 @@ def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: 
     healthy = experiment.resources.num_env_runners
 
     def finish_iteration(name: str) -> None:
-        print(f"\n{name}: finishing this iteration, then checkpointing (send again to exit without a checkpoint)",
-              flush=True)
+        print(
+            f"\n{name}: finishing this iteration, then checkpointing (send again to exit without a checkpoint)",
+            flush=True,
+        )
 
     try:
         with TwoStageStop(finish_iteration) as signals, Heartbeat(experiment.algorithm.train_batch_size) as heartbeat:
@@ -315,10 +337,10 @@ def _train_locked(experiment: Experiment, run: RunDir, config: Any, checkpoint: 
                 state.time_total_s += seconds
                 state.episodes_total += sampled(result, "num_episodes")
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
-                reporter.report(metrics, experiment.stop.timesteps_total,
-                                eta_seconds(experiment, state, metrics["steps_per_s"]))
-                reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path,
-                                      state.timesteps_total)
+                reporter.report(
+                    metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, metrics["steps_per_s"])
+                )
+                reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
                 healthy = report_env_runner_health(algo, experiment, healthy)
                 reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency

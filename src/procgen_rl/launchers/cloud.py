@@ -28,16 +28,23 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from procgen_rl import __version__, envvars
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import Job, check_buildable
 from procgen_rl.launchers.docker_engine import build_command, check_docker
-from procgen_rl.launchers.sagemaker_sdk import (SDK_CONFIG, estimator_arguments, import_estimator, import_sdk,
-                                                resolved_in_job, unpack)
+from procgen_rl.launchers.sagemaker_sdk import (
+    SDK_CONFIG,
+    estimator_arguments,
+    import_estimator,
+    import_sdk,
+    resolved_in_job,
+    unpack,
+)
 from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX
 from procgen_rl.runtime.sagemaker import CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
 
@@ -91,8 +98,14 @@ class JobSpec:
         return "gpu" if any(group.gpu for group in self.groups) else "cpu"
 
 
-def instance_groups(instance_type: str, instance_count: int, gpu_instances: int, cpu_instances: int,
-                    gpu_instance_type: str, cpu_instance_type: str) -> tuple[InstanceGroup, ...]:
+def instance_groups(
+    instance_type: str,
+    instance_count: int,
+    gpu_instances: int,
+    cpu_instances: int,
+    gpu_instance_type: str,
+    cpu_instance_type: str,
+) -> tuple[InstanceGroup, ...]:
     """One group of `instance_count` hosts, or a GPU learner group + a CPU rollout group."""
     if not (gpu_instances or cpu_instances):
         _check_instance_type("--instance-type", instance_type)
@@ -100,8 +113,10 @@ def instance_groups(instance_type: str, instance_count: int, gpu_instances: int,
             raise UserError(f"--instance-count must be >= 1, got {instance_count}")
         return (InstanceGroup(LEARNER_GROUP, instance_type, instance_count),)
     if gpu_instances < 1 or cpu_instances < 1:
-        raise UserError("--gpu-instances and --cpu-instances go together (GPU_INSTANCES, CPU_INSTANCES): "
-                        f"got {gpu_instances} and {cpu_instances}; for one instance type use --instance-count")
+        raise UserError(
+            "--gpu-instances and --cpu-instances go together (GPU_INSTANCES, CPU_INSTANCES): "
+            f"got {gpu_instances} and {cpu_instances}; for one instance type use --instance-count"
+        )
     _check_instance_type("--gpu-instance-type", gpu_instance_type)
     _check_instance_type("--cpu-instance-type", cpu_instance_type)
     learner = InstanceGroup(LEARNER_GROUP, gpu_instance_type, gpu_instances)
@@ -109,28 +124,32 @@ def instance_groups(instance_type: str, instance_count: int, gpu_instances: int,
     if not learner.gpu:
         raise UserError(f"--gpu-instance-type {gpu_instance_type}: not a GPU type (families {', '.join(GPU_FAMILIES)})")
     if rollout.gpu:
-        raise UserError(f"--cpu-instance-type {cpu_instance_type}: a GPU type; the rollout group samples "
-                        "on CPUs, the learner group has the GPUs")
+        raise UserError(
+            f"--cpu-instance-type {cpu_instance_type}: a GPU type; the rollout group samples "
+            "on CPUs, the learner group has the GPUs"
+        )
     return learner, rollout
 
 
 def _check_instance_type(flag: str, instance_type: str) -> None:
     if not INSTANCE_TYPE_PATTERN.fullmatch(instance_type):
-        raise UserError(f"{flag} {instance_type!r}: not a SageMaker instance type (ml.<family>.<size>, "
-                        "e.g. ml.g4dn.xlarge)")
+        raise UserError(
+            f"{flag} {instance_type!r}: not a SageMaker instance type (ml.<family>.<size>, e.g. ml.g4dn.xlarge)"
+        )
 
 
 def job_name(experiment_name: str) -> str:
     """procgen-rl-<experiment>-<UTC timestamp>, within CreateTrainingJob's 63 characters."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    slug = re.sub(r"[^a-zA-Z0-9]+", "-", experiment_name).strip("-")[:63 - len(stamp) - 12]
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", experiment_name).strip("-")[: 63 - len(stamp) - 12]
     return "-".join(part for part in ("procgen-rl", slug, stamp) if part)
 
 
 def check_job_name(name: str) -> str:
     if not JOB_NAME_PATTERN.fullmatch(name):
-        raise UserError(f"--job-name {name!r}: 1-63 letters, digits and hyphens, starting and ending "
-                        "with a letter or digit")
+        raise UserError(
+            f"--job-name {name!r}: 1-63 letters, digits and hyphens, starting and ending with a letter or digit"
+        )
     return name
 
 
@@ -140,6 +159,7 @@ def metric_definitions() -> list[dict[str, str]]:
 
 
 # --- AWS configuration --------------------------------------------------------------------------
+
 
 def aws_session(region: str | None = None, profile: str | None = None) -> Any:
     """A boto3 session from flags, else the standard chain (env, profile); region and keys required."""
@@ -151,11 +171,14 @@ def aws_session(region: str | None = None, profile: str | None = None) -> Any:
     except ProfileNotFound as err:
         raise UserError(f"--profile or AWS_PROFILE: {err}") from None
     if not session.region_name:
-        raise UserError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION "
-                        "(or `region` in your AWS profile)")
+        raise UserError(
+            "no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION (or `region` in your AWS profile)"
+        )
     if session.get_credentials() is None:
-        raise UserError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a "
-                        "profile (--profile or AWS_PROFILE)")
+        raise UserError(
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a "
+            "profile (--profile or AWS_PROFILE)"
+        )
     return session
 
 
@@ -188,11 +211,14 @@ def check_bucket(session: Any, bucket: str) -> None:
         session.client("s3").head_bucket(Bucket=bucket)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code")
-        raise UserError(f"--bucket or {BUCKET_ENV}: bucket {bucket!r} not usable ({code}); create it in "
-                        f"{session.region_name} or name another") from None
+        raise UserError(
+            f"--bucket or {BUCKET_ENV}: bucket {bucket!r} not usable ({code}); create it in "
+            f"{session.region_name} or name another"
+        ) from None
 
 
 # --- the image ----------------------------------------------------------------------------------
+
 
 def local_image(variant: str) -> str:
     return f"procgen-rl:{__version__}-{variant}"
@@ -204,8 +230,9 @@ def remote_image(session: Any, image: str, repository: str, registry: str | None
     The tag adds the local image id, so a job (and its spot restarts) runs exactly this build
     even after the next push.
     """
-    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True, check=True
+    ).stdout.strip()
     name = image.rsplit("/", 1)[-1]
     tag = name.split(":", 1)[1] if ":" in name else "latest"
     auth = session.client("ecr").get_authorization_token()["authorizationData"][0]
@@ -223,8 +250,12 @@ def push_image(session: Any, image: str, remote: str, repository: str, auth: dic
         ecr.create_repository(repositoryName=repository)
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     host = remote.split("/", 1)[0]
-    login = subprocess.run(["docker", "login", "--username", user, "--password-stdin", host],
-                           input=password, capture_output=True, text=True)
+    login = subprocess.run(
+        ["docker", "login", "--username", user, "--password-stdin", host],
+        input=password,
+        capture_output=True,
+        text=True,
+    )
     if login.returncode:
         raise UserError(f"docker login {host} failed: {' '.join(login.stderr.split()) or 'no reason given'}")
     subprocess.run(["docker", "tag", image, remote], check=True)
@@ -234,6 +265,7 @@ def push_image(session: Any, image: str, remote: str, repository: str, auth: dic
 
 
 # --- the job ------------------------------------------------------------------------------------
+
 
 def estimator_kwargs(spec: JobSpec, image_uri: str, role: str, common: dict[str, Any]) -> dict[str, Any]:
     """The Estimator's arguments for this job (the SDK turns them into CreateTrainingJob);
@@ -257,8 +289,9 @@ def estimator_kwargs(spec: JobSpec, image_uri: str, role: str, common: dict[str,
         "output_path": spec.run_uri.rsplit("/", 1)[0],  # the SDK appends <job>/output/
         "checkpoint_s3_uri": f"{spec.run_uri}/checkpoints",
         "checkpoint_local_path": str(CONTAINER_BASE / CHECKPOINTS_SUBDIR),
-        "tensorboard_output_config": TensorBoardOutputConfig(f"{spec.run_uri}/tensorboard",
-                                                             str(CONTAINER_BASE / RUN_SUBDIR)),
+        "tensorboard_output_config": TensorBoardOutputConfig(
+            f"{spec.run_uri}/tensorboard", str(CONTAINER_BASE / RUN_SUBDIR)
+        ),
         "metric_definitions": metric_definitions(),
         "tags": [{"Key": key, "Value": value} for key, value in spec.tags.items()],
     }
@@ -271,13 +304,16 @@ def sagemaker_session(session: Any) -> Any:
 def capture_requests(client: Any, operation: str) -> list[dict[str, Any]]:
     """Every `operation` request the client sends, as the SDK built it (a botocore event hook)."""
     requests: list[dict[str, Any]] = []
-    client.meta.events.register(f"provide-client-params.{client.meta.service_model.service_name}.{operation}",
-                                lambda params, **_: requests.append(json.loads(json.dumps(params))))
+    client.meta.events.register(
+        f"provide-client-params.{client.meta.service_model.service_name}.{operation}",
+        lambda params, **_: requests.append(json.loads(json.dumps(params))),
+    )
     return requests
 
 
-def start_job(spec: JobSpec, kwargs: dict[str, Any], session: Any, wait: bool = False,
-              dry_run: bool = False) -> dict[str, Any]:
+def start_job(
+    spec: JobSpec, kwargs: dict[str, Any], session: Any, wait: bool = False, dry_run: bool = False
+) -> dict[str, Any]:
     """Start the job (wait: stream its CloudWatch logs to the end); return the CreateTrainingJob request.
 
     A dry run sends nothing: botocore's Stubber answers CreateTrainingJob, so the request
@@ -296,7 +332,9 @@ def start_job(spec: JobSpec, kwargs: dict[str, Any], session: Any, wait: bool = 
             stack.callback(sdk_logger.setLevel, sdk_logger.level)
             sdk_logger.setLevel(logging.WARNING)
             stubber = stack.enter_context(Stubber(sm_session.sagemaker_client))
-            stubber.add_response("create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:::training-job/{spec.name}"})
+            stubber.add_response(
+                "create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:::training-job/{spec.name}"}
+            )
         try:
             estimator.fit(job_name=spec.name, wait=wait and not dry_run, logs="All" if wait else False)
         except UnexpectedStatusException as err:
@@ -312,22 +350,40 @@ def redacted(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "Environment": environment} if environment else request
 
 
-def plan_job(experiment_name: str, groups: tuple[InstanceGroup, ...], bucket: str, *,
-             prefix: str = DEFAULT_PREFIX, spot: bool = True, max_run: int = DEFAULT_MAX_RUN_S, max_wait: int | None = None,
-             tags: dict[str, str] | None = None, name: str | None = None) -> JobSpec:
+def plan_job(
+    experiment_name: str,
+    groups: tuple[InstanceGroup, ...],
+    bucket: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    spot: bool = True,
+    max_run: int = DEFAULT_MAX_RUN_S,
+    max_wait: int | None = None,
+    tags: dict[str, str] | None = None,
+    name: str | None = None,
+) -> JobSpec:
     """The job's name, instances, S3 place and limits, checked (max_wait defaults to 2 x max_run)."""
     if max_run < 1:
         raise UserError(f"--max-run must be >= 1 s, got {max_run}")
     if spot:
         max_wait = max_wait or 2 * max_run
         if max_wait < max_run:
-            raise UserError(f"--max-wait {max_wait} s must be >= --max-run {max_run} s (spot jobs wait "
-                            "for capacity within max-wait)")
+            raise UserError(
+                f"--max-wait {max_wait} s must be >= --max-run {max_run} s (spot jobs wait "
+                "for capacity within max-wait)"
+            )
     elif max_wait:
         raise UserError("--max-wait applies to spot jobs only; drop it or drop --no-spot")
-    return JobSpec(check_job_name(name) if name else job_name(experiment_name), groups, bucket,
-                   prefix.strip("/"), spot, max_run, max_wait,
-                   {"project": "procgen-rl", "experiment": experiment_name, **(tags or {})})
+    return JobSpec(
+        check_job_name(name) if name else job_name(experiment_name),
+        groups,
+        bucket,
+        prefix.strip("/"),
+        spot,
+        max_run,
+        max_wait,
+        {"project": "procgen-rl", "experiment": experiment_name, **(tags or {})},
+    )
 
 
 @dataclass(frozen=True)
@@ -370,8 +426,17 @@ def launch(job: Job, options: CloudOptions) -> Submitted:
     check_buildable(resolved_in_job(job.experiment_file, job.overrides, hosts))
     role = required(options.role, "--role", ROLE_ENV, "SageMaker execution role (ARN or name)")
     bucket = required(options.bucket, "--bucket", BUCKET_ENV, "S3 bucket for checkpoints and output")
-    spec = plan_job(job.experiment.name, options.groups, bucket, prefix=options.prefix, spot=options.spot,
-                    max_run=options.max_run, max_wait=options.max_wait, tags=options.tags, name=options.name)
+    spec = plan_job(
+        job.experiment.name,
+        options.groups,
+        bucket,
+        prefix=options.prefix,
+        spot=options.spot,
+        max_run=options.max_run,
+        max_wait=options.max_wait,
+        tags=options.tags,
+        name=options.name,
+    )
     session = aws_session(options.region, options.profile)
     with aws_errors():
         check_bucket(session, spec.bucket)
@@ -389,6 +454,7 @@ def launch(job: Job, options: CloudOptions) -> Submitted:
 
 
 # --- results ------------------------------------------------------------------------------------
+
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
@@ -431,11 +497,15 @@ def fetch_run(session: Any, run_uri: str, target: Path, need_model: bool = False
         if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
             raise
         if need_model:
-            raise UserError(f"no s3://{bucket}/{model_key} yet: the job has not finished (or failed); "
-                            "its status: aws sagemaker describe-training-job --training-job-name "
-                            f"{key.rsplit('/', 1)[-1]}") from None
+            raise UserError(
+                f"no s3://{bucket}/{model_key} yet: the job has not finished (or failed); "
+                "its status: aws sagemaker describe-training-job --training-job-name "
+                f"{key.rsplit('/', 1)[-1]}"
+            ) from None
         if not seen:
-            raise UserError(f"{run_uri}: nothing under tensorboard/ or output/; give the RUN that "
-                            "`procgen-rl cloud train` printed (s3://bucket/prefix/job)") from None
+            raise UserError(
+                f"{run_uri}: nothing under tensorboard/ or output/; give the RUN that "
+                "`procgen-rl cloud train` printed (s3://bucket/prefix/job)"
+            ) from None
         return Fetched(run, copied, None)
     return Fetched(run, copied, unpack(archive, target / "model"))

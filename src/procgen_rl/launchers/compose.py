@@ -47,8 +47,9 @@ def compose_command() -> list[str]:
 class Cluster:
     """One compose project: the variables docker-compose.yml needs, and the commands on it."""
 
-    def __init__(self, image: str, workers: int, worker_slots: int = 1, head_slots: int = 0,
-                 run: Path | None = None) -> None:
+    def __init__(
+        self, image: str, workers: int, worker_slots: int = 1, head_slots: int = 0, run: Path | None = None
+    ) -> None:
         """`run`: the run directory the head trains (absolute, under RESULTS_DIR); None: wait for drivers."""
         if not COMPOSE_FILE.is_file():
             raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
@@ -133,13 +134,18 @@ def launch(job: Job, options: LaunchOptions) -> Outcome:
     cluster = Cluster(options.image, options.workers, worker_slots, head_slots, run=job.local_run.path.resolve())
     cluster.up()
     try:
-        print(f"compose cluster: ray-head + {options.workers} ray-worker container(s); "
-              f"{job.experiment.resources.num_env_runners} env runner(s)", flush=True)
+        print(
+            f"compose cluster: ray-head + {options.workers} ray-worker container(s); "
+            f"{job.experiment.resources.num_env_runners} env runner(s)",
+            flush=True,
+        )
         code = cluster.run_driver()
     finally:
         cluster.down()
     if code:
-        raise UserError(f"training on the compose cluster ended with exit code {code} (log above); "
-                        f"`procgen-rl train --resume {job.local_run.path} --backend compose` continues it "
-                        "from its last checkpoint")
+        raise UserError(
+            f"training on the compose cluster ended with exit code {code} (log above); "
+            f"`procgen-rl train --resume {job.local_run.path} --backend compose` continues it "
+            "from its last checkpoint"
+        )
     return Outcome.of(job.local_run)

@@ -17,8 +17,7 @@ def docker_answers() -> bool:
 def build_command(variant: str) -> str:
     from procgen_rl import __version__
 
-    return (f"docker build -f docker/Dockerfile --build-arg VARIANT={variant} "
-            f"-t procgen-rl:{__version__}-{variant} .")
+    return f"docker build -f docker/Dockerfile --build-arg VARIANT={variant} -t procgen-rl:{__version__}-{variant} ."
 
 
 def check_docker(image: str, build: str = build_command("cpu"), hint: str = ", or use --backend native") -> None:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 from procgen_rl import envvars
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
 from procgen_rl.launchers.docker_engine import check_docker
-from procgen_rl.launchers.sagemaker_sdk import SDK_CONFIG, estimator_arguments, import_estimator, resolved_in_job, unpack
+from procgen_rl.launchers.sagemaker_sdk import (
+    SDK_CONFIG,
+    estimator_arguments,
+    import_estimator,
+    resolved_in_job,
+    unpack,
+)
 from procgen_rl.run_dir import RunDir
 from procgen_rl.runtime.sagemaker import RUN_SUBDIR
 
@@ -35,7 +40,7 @@ def prefer_compose_v1() -> None:
     from sagemaker.local.image import _SageMakerContainer
 
     if shutil.which("docker-compose"):
-        _SageMakerContainer._get_compose_cmd_prefix = staticmethod(lambda: ["docker-compose"])
+        _SageMakerContainer._get_compose_cmd_prefix = staticmethod(lambda: ["docker-compose"])  # type: ignore[method-assign]
 
 
 def local_session() -> Any:
@@ -43,8 +48,11 @@ def local_session() -> Any:
     from sagemaker.local import LocalSession
 
     os.environ[envvars.AWS_EC2_METADATA_DISABLED] = "true"  # no metadata-service probes
-    boto_session = boto3.Session(aws_access_key_id="local-mode", aws_secret_access_key="local-mode",
-                                 region_name=os.environ.get(envvars.AWS_DEFAULT_REGION, "us-east-1"))
+    boto_session = boto3.Session(
+        aws_access_key_id="local-mode",
+        aws_secret_access_key="local-mode",
+        region_name=os.environ.get(envvars.AWS_DEFAULT_REGION, "us-east-1"),
+    )
     session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
     session.config = {"local": {"local_code": True, "container_config": {"shm_size": SHM_SIZE}}}
     return session
@@ -57,8 +65,10 @@ def launch(job: Job, options: LaunchOptions) -> Outcome:
     hyperparameters as `resolved_in_job` does here.
     """
     if job.resume:
-        raise UserError("--backend sagemaker starts a new job; resume a local-mode job's model with "
-                        "`procgen-rl train --resume RUN/model` on another backend")
+        raise UserError(
+            "--backend sagemaker starts a new job; resume a local-mode job's model with "
+            "`procgen-rl train --resume RUN/model` on another backend"
+        )
     if options.instances < 1:
         raise UserError(f"--instances must be >= 1, got {options.instances}")
     arguments = estimator_arguments(job.experiment_file, job.overrides)

@@ -12,7 +12,6 @@ and uint8 frames (N, C, 64, 64), and keeps no recurrent state: the env runners f
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import gymnasium as gym
@@ -20,8 +19,9 @@ import gymnasium as gym
 from procgen_rl.errors import ConfigError
 
 
-def check_model(module_class: Any, model_config: dict, algorithm: str,
-                observation_space: gym.Space, action_space: gym.Space) -> None:
+def check_model(
+    module_class: Any, model_config: dict, algorithm: str, observation_space: gym.spaces.Box, action_space: gym.Space
+) -> None:
     """Build the model on the env's spaces and sample one frame with it, so a model that breaks
     the contract above fails in one line here instead of deep inside an env runner or the loss."""
     import torch
@@ -36,25 +36,23 @@ def check_model(module_class: Any, model_config: dict, algorithm: str,
     missing = [api.__name__ for api in needed.get(algorithm, []) if not issubclass(module_class, api)]
     if missing:
         raise ConfigError(f"model.custom_model: {name} must implement {' and '.join(missing)} for {algorithm}")
-    # RLlib 2.60 warns of the deprecated RLModuleConfig it builds inside every RLModule: not the
-    # user's to fix. Quiet for this build only; other deprecations still show.
-    deprecations = logging.getLogger("ray._common.deprecation")
-    level = deprecations.level
-    deprecations.setLevel(logging.ERROR)
     try:
-        module = module_class(observation_space=observation_space, action_space=action_space,
-                              model_config=model_config)
+        module = module_class(observation_space=observation_space, action_space=action_space, model_config=model_config)
         recurrent = module.is_stateful()
         frame = torch.zeros((1, *observation_space.shape), dtype=torch.uint8)
         out = {} if recurrent else module.forward_exploration({Columns.OBS: frame})
     except Exception as err:  # a model's own code: any type, one line
-        raise ConfigError(f"model.custom_model_config: {name} fails to build or sample with {model_config}: "
-                          f"{type(err).__name__}: {err}") from None
-    finally:
-        deprecations.setLevel(level)
+        raise ConfigError(
+            f"model.custom_model_config: {name} fails to build or sample with {model_config}: "
+            f"{type(err).__name__}: {err}"
+        ) from None
     if recurrent:
-        raise ConfigError(f"model.custom_model: {name} is recurrent (its get_initial_state is not empty); "
-                          "the env runners feed a model frames only, no state")
+        raise ConfigError(
+            f"model.custom_model: {name} is recurrent (its get_initial_state is not empty); "
+            "the env runners feed a model frames only, no state"
+        )
     if algorithm == "PPO" and Columns.VF_PREDS not in out:
-        raise ConfigError(f"model.custom_model: {name}._forward_exploration must also return Columns.VF_PREDS, "
-                          "the values PPO's clipped value loss compares against (see models/impala_cnn.py)")
+        raise ConfigError(
+            f"model.custom_model: {name}._forward_exploration must also return Columns.VF_PREDS, "
+            "the values PPO's clipped value loss compares against (see models/impala_cnn.py)"
+        )

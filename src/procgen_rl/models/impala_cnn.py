@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS, TargetNetworkAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
-
+from torch import nn
 
 VALUE_CHUNK = 1024  # frames per no-grad value pass: bounds the activations held at once
 PRECISIONS = ("fp32", "bf16")
@@ -56,8 +54,9 @@ def impala_encoder(in_shape: tuple[int, int, int], depths: list[int], hidden: in
 class ImpalaCNNNet(nn.Module):
     """uint8 frames -> (logits, value): the one network of the RLModule and benchmarks/lean_ppo.py."""
 
-    def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, depths: list[int], hidden: int,
-                 precision: str) -> None:
+    def __init__(
+        self, obs_shape: tuple[int, int, int], num_actions: int, depths: list[int], hidden: int, precision: str
+    ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -72,13 +71,18 @@ class ImpalaCNNNet(nn.Module):
         nn.init.zeros_(self.pi.bias)
         # channels_last (NHWC) is oneDNN's native conv layout, much faster on a CPU than NCHW.
         # Layout only: values and state dicts are unchanged.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
     @classmethod
-    def from_model_config(cls, obs_shape: tuple[int, int, int], num_actions: int, model_config: dict) -> "ImpalaCNNNet":
+    def from_model_config(cls, obs_shape: tuple[int, int, int], num_actions: int, model_config: dict) -> ImpalaCNNNet:
         """The network an experiment's `custom_model_config` describes; the paper's sizes where it is silent."""
-        return cls(obs_shape, num_actions, model_config.get("depths", [16, 32, 32]), model_config.get("hidden", 256),
-                   model_config.get("precision", "fp32"))
+        return cls(
+            obs_shape,
+            num_actions,
+            model_config.get("depths", [16, 32, 32]),
+            model_config.get("hidden", 256),
+            model_config.get("precision", "fp32"),
+        )
 
     def features(self, obs: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
         frames = obs.contiguous(memory_format=torch.channels_last).float() / 255.0

@@ -1,9 +1,9 @@
 """Ray nodes inside the image: start a head, or join one as a worker and leave when it is gone.
 
 Shared by the SageMaker contract (hosts algo-1, algo-2...) and the compose cluster (ray-head,
-ray-worker); `procgen-rl node` runs them. Every node authenticates with the RAY_AUTH_TOKEN its launcher generated, and offers
-`env_runner_slot` resources: env runners ask for one slot each, so they land on the nodes the
-launcher gave slots to. Ray's ports stay inside the container network; the compose file
+ray-worker; `procgen-rl node` runs them). Every node authenticates with the RAY_AUTH_TOKEN its
+launcher generated, and offers `env_runner_slot` resources: env runners ask for one slot each,
+so they land on the nodes the launcher gave slots to. Ray's ports stay inside the container network; the compose file
 publishes the client port on 127.0.0.1 only.
 """
 
@@ -31,18 +31,27 @@ HEAD_GONE_AFTER_MISSES = 3  # head port checks in a row that fail before a worke
 def require_auth_token() -> None:
     """Every node must share one Ray token: the launcher puts a random one in the environment."""
     if not os.environ.get(envvars.RAY_AUTH_TOKEN):
-        raise ConfigError(f"a multi-node Ray cluster needs {envvars.RAY_AUTH_TOKEN} in its environment (the "
-                          "same on every node): `procgen-rl train --backend compose|sagemaker` and `procgen-rl "
-                          "cloud train` set a random one; a job started with the SageMaker SDK passes it in "
-                          "`environment` (docs/sagemaker-contract.md)")
+        raise ConfigError(
+            f"a multi-node Ray cluster needs {envvars.RAY_AUTH_TOKEN} in its environment (the "
+            "same on every node): `procgen-rl train --backend compose|sagemaker` and `procgen-rl "
+            "cloud train` set a random one; a job started with the SageMaker SDK passes it in "
+            "`environment` (docs/sagemaker-contract.md)"
+        )
     os.environ[envvars.RAY_AUTH_MODE] = "token"
 
 
 def start_head(slots: int) -> None:
     """A Ray head on this node (no dashboard), with `slots` env runner slots; this process and its
     children (the driver) join it through RAY_ADDRESS."""
-    _ray("start", "--head", f"--port={RAY_PORT}", f"--ray-client-server-port={CLIENT_PORT}",
-         "--include-dashboard=false", "--disable-usage-stats", f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}")
+    _ray(
+        "start",
+        "--head",
+        f"--port={RAY_PORT}",
+        f"--ray-client-server-port={CLIENT_PORT}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}",
+    )
     os.environ[envvars.RAY_ADDRESS] = f"127.0.0.1:{RAY_PORT}"
 
 
@@ -64,13 +73,21 @@ def join(head: str, slots: int, timeout_s: float) -> None:
     deadline = time.time() + timeout_s
     while not head_reachable(head):
         if time.time() > deadline:
-            raise UserError(f"Ray head {head}:{RAY_PORT} unreachable for {timeout_s:.0f} s; "
-                            "is the head running and on this node's network?")
+            raise UserError(
+                f"Ray head {head}:{RAY_PORT} unreachable for {timeout_s:.0f} s; "
+                "is the head running and on this node's network?"
+            )
         time.sleep(1)
-    _ray("start", f"--address={head}:{RAY_PORT}", "--disable-usage-stats",
-         f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}")
-    print(f"joined the Ray cluster at {head} with {slots} env runner slot(s); "
-          "sampling until the head finishes", flush=True)
+    _ray(
+        "start",
+        f"--address={head}:{RAY_PORT}",
+        "--disable-usage-stats",
+        f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}",
+    )
+    print(
+        f"joined the Ray cluster at {head} with {slots} env runner slot(s); sampling until the head finishes",
+        flush=True,
+    )
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken below by sigtimedwait
     misses = 0
     while misses < HEAD_GONE_AFTER_MISSES:
@@ -108,5 +125,6 @@ def stop() -> None:
 
 
 def _ray(*args: str, quiet: bool = False) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=True,
-                   stdout=subprocess.DEVNULL if quiet else None)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), *args], check=True, stdout=subprocess.DEVNULL if quiet else None
+    )

@@ -86,10 +86,14 @@ def experiment_path(name: str) -> Path:
     Accepts `smoke`, `smoke.yaml` and `experiments/smoke.yaml`. A job reads no other file, so an
     error never quotes the content of a file that is not an experiment.
     """
-    relative = Path(name).relative_to(EXPERIMENTS_DIR) if Path(name).parts[:1] == (EXPERIMENTS_DIR.name,) else Path(name)
+    relative = (
+        Path(name).relative_to(EXPERIMENTS_DIR) if Path(name).parts[:1] == (EXPERIMENTS_DIR.name,) else Path(name)
+    )
     if relative.is_absolute() or len(relative.parts) != 1 or relative.name.startswith("."):
-        raise ConfigError(f"hyperparameter {EXPERIMENT_KEY}: {name!r} is not a file in {EXPERIMENTS_DIR}/; "
-                          f"name one of the image's experiments, e.g. smoke.yaml")
+        raise ConfigError(
+            f"hyperparameter {EXPERIMENT_KEY}: {name!r} is not a file in {EXPERIMENTS_DIR}/; "
+            f"name one of the image's experiments, e.g. smoke.yaml"
+        )
     return EXPERIMENTS_DIR / (relative.name if relative.suffix == ".yaml" else f"{relative.name}.yaml")
 
 
@@ -99,8 +103,10 @@ def encode_hyperparameters(experiment_file: str, overrides: dict[str, Any]) -> d
     Only files under experiments/ are in the image; nothing else is uploaded with the job.
     """
     if not Path(experiment_file).resolve().is_relative_to(EXPERIMENTS_DIR.resolve()):
-        raise UserError(f"{experiment_file}: the image only holds {EXPERIMENTS_DIR}/*.yaml; put the file there "
-                        "and rebuild the image")
+        raise UserError(
+            f"{experiment_file}: the image only holds {EXPERIMENTS_DIR}/*.yaml; put the file there "
+            "and rebuild the image"
+        )
     values = {EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides}
     return {key: json.dumps(value) for key, value in values.items()}
 
@@ -161,7 +167,9 @@ def read_json_object(path: Path, required: bool = True) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
     except OSError as err:
-        raise ConfigError(f"{path}: unreadable ({err.strerror}); is this running as a SageMaker training job?") from None
+        raise ConfigError(
+            f"{path}: unreadable ({err.strerror}); is this running as a SageMaker training job?"
+        ) from None
     except ValueError as err:
         raise ConfigError(f"{path}: not JSON ({err})") from None
     if not isinstance(value, dict):
@@ -178,8 +186,9 @@ def read_training_env() -> TrainingEnv:
     hosts = all_hosts(resources)
     current = resources.get("current_host")
     if not isinstance(current, str) or current not in hosts:
-        raise ConfigError(f"{config_dir / 'resourceconfig.json'}: current_host {current!r} is not one of its "
-                          f"hosts {list(hosts)}")
+        raise ConfigError(
+            f"{config_dir / 'resourceconfig.json'}: current_host {current!r} is not one of its hosts {list(hosts)}"
+        )
     return TrainingEnv(base, hyperparameters, current, hosts, head_host(resources))
 
 
