@@ -74,11 +74,10 @@ def main() -> None:
 
     import subprocess
 
-    from procgen_rl.compose import Cluster
-    from procgen_rl.docker_engine import check_docker
-
     import records
-    from procgen_rl.cli import DEFAULT_IMAGE
+    from procgen_rl.launchers import DEFAULT_IMAGE
+    from procgen_rl.launchers.compose import Cluster
+    from procgen_rl.launchers.docker_engine import check_docker
 
     image = args.image or DEFAULT_IMAGE
     check_docker(image)
@@ -98,12 +97,11 @@ def main() -> None:
             "--seconds",
             str(args.seconds),
         ]
-        cluster = Cluster(image, workers, worker_slots=1, head_slots=0 if workers else 1, driver=driver)
+        cluster = Cluster(image, workers, worker_slots=1, head_slots=0 if workers else 1)
         cluster.up()
-        try:
+        try:  # a driver attached to the waiting head, as `procgen-rl cluster up` describes
             head = cluster.container("ray-head")
-            subprocess.run(["docker", "wait", head], check=True, capture_output=True)
-            log = subprocess.run(["docker", "logs", head], capture_output=True, text=True).stdout
+            log = subprocess.run(["docker", "exec", head, *driver], capture_output=True, text=True).stdout
         finally:
             cluster.down()
         found = [json.loads(line[len(RESULT_PREFIX) :]) for line in log.splitlines() if line.startswith(RESULT_PREFIX)]

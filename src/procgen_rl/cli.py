@@ -287,12 +287,6 @@ def run_train(args: argparse.Namespace) -> None:
 
     job = resolve_run(args)
     backend = launchers.resolve_backend(args.backend)
-    where = {
-        "native": "in this process",
-        "compose": "on a compose cluster",
-        "sagemaker": "as a SageMaker job in local mode",
-    }[backend]
-    print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {job.local_run.path}", flush=True)
     options = LaunchOptions(image=args.image, workers=args.workers, instances=args.instances)
     print_summary(launchers.launch(backend, job, options), job.experiment, backend)
 

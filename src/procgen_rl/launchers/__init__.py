@@ -22,6 +22,7 @@ from typing import Any
 from procgen_rl import __version__
 from procgen_rl.config import Experiment
 from procgen_rl.errors import UserError
+from procgen_rl.layout import check_fits_host
 from procgen_rl.run_dir import LOCK_FILE, RunDir
 
 BACKENDS = ("native", "compose", "sagemaker")
@@ -95,7 +96,10 @@ def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; available: auto, {', '.join(BACKENDS)}")
     module = importlib.import_module(f"procgen_rl.launchers.{'sagemaker_local' if backend == 'sagemaker' else backend}")
+    check_fits_host(job.experiment)
     run = job.local_run
+    where = {"native": "in this process", "compose": "on a compose cluster", "sagemaker": "as a SageMaker local job"}
+    print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where[backend]}: {run.path}", flush=True)
     created = not run.path.exists()
     previous_config = run.config_path.read_text() if job.resume else None
     try:

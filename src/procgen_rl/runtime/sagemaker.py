@@ -35,7 +35,7 @@ from typing import Any
 from procgen_rl import envvars
 from procgen_rl.config import Experiment, load_experiment
 from procgen_rl.errors import ConfigError, UserError
-from procgen_rl.layout import spread_over_hosts
+from procgen_rl.layout import check_fits_host, spread_over_hosts
 from procgen_rl.runtime import ray_nodes
 
 CONTAINER_BASE = Path("/opt/ml")
@@ -232,6 +232,7 @@ def main() -> int:
         if len(env.hosts) > 1:
             ray_nodes.require_auth_token()
         if env.is_head:
+            check_fits_host(experiment)
             train_head(env, experiment, slots)
         else:
             ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
