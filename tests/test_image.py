@@ -151,26 +151,26 @@ def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, 
     assert not list((opt_ml / "checkpoints").iterdir())
 
 
-def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path):
+def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path, repo, monkeypatch):
+    from procgen_rl.config import experiment_to_dict, load_experiment
+    from procgen_rl.launchers.sagemaker_sdk import resolved_in_job
+
     run_dir = tmp_path / "job"
-    result = run_cli(
-        "train",
-        "experiments/smoke.yaml",
-        "--backend",
-        "sagemaker",
-        "--instances",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        "--image",
-        IMAGE,
-        timeout=900,
-    )
+    overrides = ["--set", "algorithm.learning_rate=0.001", "--set", "env_config.env_name=starpilot"]
+    result = run_cli("train", "experiments/smoke.yaml", *overrides, "--backend", "sagemaker", "--instances", "2",
+                     "--run-dir", str(run_dir), "--image", IMAGE, timeout=900)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    steps = json.loads((run_dir / "output" / "data" / "run" / "steps_by_host.json").read_text())
+    run = run_dir / "output" / "data" / "run"
+    steps = json.loads((run / "steps_by_host.json").read_text())
     assert len(steps) == 2 and all(count > 0 for count in steps.values()), steps
     assert sorted(h.split("-")[0] + "-" + h.split("-")[1] for h in steps) == ["algo-1", "algo-2"]
     assert (run_dir / "model" / "policy.pt2").is_file()
+    # The job's head resolved its hyperparameters to the experiment the host resolved and checked.
+    monkeypatch.chdir(repo)
+    host_view = resolved_in_job("experiments/smoke.yaml", {"algorithm.learning_rate": 0.001,
+                                                           "env_config.env_name": "starpilot"}, hosts=2)  # fmt: skip
+    assert experiment_to_dict(load_experiment(run / "config.yaml")) == experiment_to_dict(host_view)
+    assert host_view.resources.num_env_runners == 2 and host_view.env_config.env_name == "starpilot"
 
 
 def test_sagemaker_local_without_docker_engine_is_one_line():

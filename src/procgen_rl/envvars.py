@@ -19,6 +19,8 @@ RAY_AUTH_MODE = "RAY_AUTH_MODE"
 # SageMaker: the /opt/ml root (movable for tests), and the script the training toolkit runs.
 SAGEMAKER_BASE_DIR = "SAGEMAKER_BASE_DIR"
 SAGEMAKER_PROGRAM = "SAGEMAKER_PROGRAM"
+# The SageMaker SDK v2's own switch for its v2-deprecation notices.
+SAGEMAKER_SUPPRESS_V2_WARNING = "SAGEMAKER_SUPPRESS_V2_WARNING"
 # `procgen-rl cloud`: the execution role, the bucket, and a registry to push to instead of ECR's.
 SAGEMAKER_ROLE = "SAGEMAKER_ROLE"
 SAGEMAKER_BUCKET = "SAGEMAKER_BUCKET"

@@ -16,6 +16,7 @@ from typing import Any
 
 from procgen_rl import envvars
 from procgen_rl.config import Experiment
+from procgen_rl.errors import UserError
 from procgen_rl.runtime.sagemaker import EXPERIMENT_KEY, encode_hyperparameters, job_experiment
 
 # Passed to the SDK's sessions: no telemetry, and no SDK defaults read from S3 or ~/.config.
@@ -40,8 +41,21 @@ def resolved_in_job(experiment_file: str, overrides: dict[str, Any], hosts: int)
 
 
 def import_sdk() -> ModuleType:
-    """The SageMaker SDK, imported without its v2-deprecation banner and config-file chatter."""
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the pinned SDK
+    """The SageMaker SDK v2 (docs/sagemaker-sdk.md says why not v3), imported without its
+    v2-deprecation notices and config-file chatter."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("sagemaker")
+    except PackageNotFoundError:
+        raise UserError("the SageMaker Python SDK is not installed: pip install 'procgen-rl[sagemaker]'") from None
+    if int(installed.split(".")[0]) >= 3:
+        raise UserError(
+            f"SageMaker Python SDK {installed} is installed; the launchers need v2 (docs/sagemaker-sdk.md): "
+            "use the project's own venv (make venv)"
+        )
+    # Read at each notice (the import's and each Estimator's): set before the first import.
+    os.environ.setdefault(envvars.SAGEMAKER_SUPPRESS_V2_WARNING, "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Not applying SDK defaults..."
     import sagemaker
 
