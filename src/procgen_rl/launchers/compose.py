@@ -29,7 +29,7 @@ from procgen_rl.layout import spread_over_hosts
 from procgen_rl.runtime.ray_nodes import CLIENT_PORT
 from procgen_rl.signals import TwoStageStop
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]  # src/procgen_rl/launchers/compose.py
 COMPOSE_FILE = PROJECT_DIR / "docker" / "docker-compose.yml"
 PROJECT_NAME = "procgen-rl"
 JOIN_TIMEOUT_S = 60  # a worker that cannot reach the head fails after this
