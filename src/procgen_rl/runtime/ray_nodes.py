@@ -120,7 +120,14 @@ def run_head(slots: int, run_path: Path | None) -> int:
 
 
 def stop() -> None:
-    """Stop this node's Ray processes at once: the run is over, nothing needs a grace period."""
+    """Stop this node's Ray processes at once: the run is over, nothing needs a grace period.
+
+    A head that trained in this process leaves Ray's driver first, so the driver does not outlive
+    the cluster it is connected to (it would wait for the GCS, then fail the run).
+    """
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
     _ray("stop", "--force", quiet=True)  # it would list every process it kills
 
 
