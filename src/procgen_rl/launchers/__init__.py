@@ -25,7 +25,12 @@ from procgen_rl.errors import UserError
 from procgen_rl.layout import check_fits_host
 from procgen_rl.run_dir import LOCK_FILE, RunDir
 
-BACKENDS = ("native", "compose", "sagemaker")
+# backend -> (its module here, where it trains)
+BACKENDS = {
+    "native": ("native", "in this process"),
+    "compose": ("compose", "on a compose cluster"),
+    "sagemaker": ("sagemaker_local", "as a SageMaker local job"),
+}
 DEFAULT_IMAGE = f"procgen-rl:{__version__}-cpu"
 
 
@@ -95,11 +100,11 @@ def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
     previous config.yaml back."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; available: auto, {', '.join(BACKENDS)}")
-    module = importlib.import_module(f"procgen_rl.launchers.{'sagemaker_local' if backend == 'sagemaker' else backend}")
+    module_name, where = BACKENDS[backend]
+    module = importlib.import_module(f"procgen_rl.launchers.{module_name}")
     check_fits_host(job.experiment)
     run = job.local_run
-    where = {"native": "in this process", "compose": "on a compose cluster", "sagemaker": "as a SageMaker local job"}
-    print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where[backend]}: {run.path}", flush=True)
+    print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {run.path}", flush=True)
     created = not run.path.exists()
     previous_config = run.config_path.read_text() if job.resume else None
     try:
