@@ -577,7 +577,10 @@ def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
     )
     gpu_image = f"procgen-rl:{__version__}-gpu"
     if subprocess.run(["docker", "image", "inspect", gpu_image], capture_output=True).returncode:
-        assert_one_line_error(result, f"image {gpu_image} not found: build it with `make image-gpu`")
+        assert_one_line_error(
+            result,
+            f"image {gpu_image} not found: build it with `docker build -f docker/Dockerfile --build-arg VARIANT=gpu -t procgen-rl:0.1.0-gpu .`",
+        )
     else:
         assert result.returncode == 0, result.stderr[-3000:]
         request = json.loads(result.stdout[: result.stdout.index("\nDry run:")])
