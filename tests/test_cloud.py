@@ -579,7 +579,8 @@ def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
     if subprocess.run(["docker", "image", "inspect", gpu_image], capture_output=True).returncode:
         assert_one_line_error(
             result,
-            f"image {gpu_image} not found: build it with `docker build -f docker/Dockerfile --build-arg VARIANT=gpu -t procgen-rl:0.1.0-gpu .`",
+            f"image {gpu_image} not found: build it with `docker build -f docker/Dockerfile --build-arg VARIANT=gpu "
+            f"-t {gpu_image} .`",
         )
     else:
         assert result.returncode == 0, result.stderr[-3000:]
