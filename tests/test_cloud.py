@@ -144,6 +144,7 @@ def sample_metrics() -> dict[str, float]:
     return {
         "iteration": 7,
         "timesteps_total": 114688,
+        "timesteps_trained": 114688,
         "episodes_total": 31,
         "episode_reward_mean": 6.25,
         "episode_reward_min": 0.0,
@@ -155,6 +156,11 @@ def sample_metrics() -> dict[str, float]:
         "policy_loss": -1.5e-05,
         "vf_loss": 0.3,
         "entropy": 2.7,
+        "eval_train_reward_mean": 7.5,
+        "eval_test_reward_mean": 6.0,
+        "eval_train_normalized_score": 0.5,
+        "eval_test_normalized_score": 0.2,
+        "eval_generalization_gap": 0.3,
     }
 
 

@@ -1,15 +1,27 @@
 """The metric line: stable names, parseable by the same regex SageMaker metric definitions use."""
 
+import io
+import json
 import math
 import re
 
-from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX, metric_line, parse_metric_line, progress_line
+from procgen_rl.reporting import (
+    METRIC_KEYS,
+    METRIC_LINE_REGEX,
+    METRICS_FILE,
+    Reporter,
+    metric_line,
+    parse_metric_line,
+    progress_line,
+    tensorboard_tag,
+)
 
 
 def sample_metrics():
     return {
         "iteration": 3,
         "timesteps_total": 49152,
+        "timesteps_trained": 49152,
         "episodes_total": 12,
         "episode_reward_mean": 6.25,
         "episode_reward_min": 0.0,
@@ -21,6 +33,11 @@ def sample_metrics():
         "policy_loss": -0.012,
         "vf_loss": 0.3,
         "entropy": 2.7,
+        "eval_train_reward_mean": 7.5,
+        "eval_test_reward_mean": 6.0,
+        "eval_train_normalized_score": 0.5,
+        "eval_test_normalized_score": 0.2,
+        "eval_generalization_gap": 0.3,
     }
 
 
@@ -47,3 +64,27 @@ def test_progress_line_shows_steps_reward_speed_eta():
     text = progress_line(sample_metrics(), 8_000_000, 3 * 3600 + 60)
     assert "49,152/8,000,000 steps" in text and "reward 6.25" in text
     assert "118 steps/s" in text and "ETA 3h01m" in text
+
+
+def test_progress_line_counts_steps_trained_and_shows_the_latest_evaluation():
+    metrics = sample_metrics() | {"timesteps_total": 50000}
+    assert "49,152/8,000,000 steps" in progress_line(metrics, 8_000_000, 60)
+    assert "eval 7.50/6.00" in progress_line(metrics, 8_000_000, 60, metrics)
+
+
+def test_eval_metrics_have_their_tensorboard_group():
+    assert tensorboard_tag("eval_test_normalized_score") == "eval/test_normalized_score"
+    assert tensorboard_tag("eval_generalization_gap") == "eval/generalization_gap"
+    assert tensorboard_tag("vf_loss") == "losses/vf_loss" and tensorboard_tag("steps_per_s") == "charts/steps_per_s"
+
+
+def test_metrics_jsonl_appends_each_iteration_without_nans(tmp_path):
+    without_evaluation = {k: v for k, v in sample_metrics().items() if not k.startswith("eval_")}
+    for metrics in (without_evaluation | {"normalized_score": math.nan}, sample_metrics()):
+        reporter = Reporter(tmp_path, io.StringIO())  # a resumed run appends to the same file
+        reporter.report(metrics, 8_000_000, 60)
+        reporter.close()
+    first, second = (json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines())
+    assert "normalized_score" not in first and "eval_test_reward_mean" not in first
+    assert second == sample_metrics() and list(second) == list(METRIC_KEYS)
+    assert isinstance(first["timesteps_total"], int) and first["time_total_s"] == 415.0

@@ -1,13 +1,23 @@
 """The trainer's pure decisions: stop limits, ETA, hyperparameter names -> RLlib's. No Ray."""
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from procgen_rl.config import load_experiment
 from procgen_rl.run_dir import TrainState
-from procgen_rl.trainer import eta_seconds, rllib_training_args, sampled, stop_reason
+from procgen_rl.trainer import (
+    eta_seconds,
+    evaluated,
+    evaluation_metrics,
+    rllib_training_args,
+    sampled,
+    stop_reason,
+    trained,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -16,10 +26,27 @@ def experiment(**overrides):
     return load_experiment(REPO / "experiments/ppo-8m.yaml", overrides)
 
 
-def test_timesteps_limit():
+def test_timesteps_limit_counts_steps_trained():
     e = experiment()
-    assert stop_reason(e, TrainState(timesteps_total=7_999_999)) is None
-    assert stop_reason(e, TrainState(timesteps_total=8_000_000)) == "timesteps_total"
+    assert stop_reason(e, TrainState(timesteps_total=9_000_000, timesteps_trained=7_999_999)) is None
+    assert stop_reason(e, TrainState(timesteps_total=8_000_000, timesteps_trained=8_000_000)) == "timesteps_total"
+
+
+@pytest.mark.parametrize(
+    "settings, learner, expected",
+    [
+        ({"num_epochs": 3}, {"num_env_steps_trained": 3 * 16389}, 16389),  # PPO: one pass per epoch
+        ({"num_epochs": 1, "use_circular_buffer": True, "circular_buffer_iterations_per_batch": 2}, {}, 0),
+        (
+            {"num_epochs": 1, "use_circular_buffer": True, "circular_buffer_iterations_per_batch": 2},
+            {"num_env_steps_trained": 2 * 4096},  # APPO: one pass per replay of its batch
+            4096,
+        ),
+    ],
+)
+def test_steps_trained_count_each_step_once(settings, learner, expected):
+    result = {"learners": {"__all_modules__": learner}} if learner else {}
+    assert trained(result, SimpleNamespace(**settings)) == expected
 
 
 @pytest.mark.parametrize(
@@ -44,9 +71,22 @@ def test_iteration_limit_and_disabled_limits():
 
 def test_eta_uses_the_nearest_limit():
     e = experiment(**{"stop.time_total_s": 3600})
-    state = TrainState(iteration=10, timesteps_total=4_000_000, time_total_s=600.0)
-    assert eta_seconds(e, state, steps_per_s=1000.0) == pytest.approx(3000.0)  # time limit first
-    assert eta_seconds(experiment(), state, steps_per_s=1000.0) == pytest.approx(4000.0)
+    state = TrainState(iteration=10, timesteps_total=4_100_000, timesteps_trained=4_000_000, time_total_s=600.0)
+    assert eta_seconds(e, state, trained_per_s=1000.0) == pytest.approx(3000.0)  # time limit first
+    assert eta_seconds(experiment(), state, trained_per_s=1000.0) == pytest.approx(4000.0)
+
+
+def test_evaluation_metrics_only_on_the_iterations_that_evaluate():
+    e = experiment(**{"evaluation.interval": 10})
+    result = {"evaluation": {"env_runners": {"train_reward_mean": 8.0, "test_reward_mean": 6.5}}}
+    assert [i for i in range(1, 31) if evaluated(e, TrainState(iteration=i))] == [10, 20, 30]
+    assert not evaluated(experiment(), TrainState(iteration=10))  # interval 0: never
+    metrics = evaluation_metrics(result, e)
+    assert metrics["eval_train_reward_mean"] == 8.0 and metrics["eval_test_reward_mean"] == 6.5
+    # coinrun easy: R_min 5, R_max 10
+    assert metrics["eval_train_normalized_score"] == 0.6 and metrics["eval_test_normalized_score"] == 0.3
+    assert metrics["eval_generalization_gap"] == pytest.approx(0.3)
+    assert math.isnan(evaluation_metrics({}, e)["eval_test_reward_mean"])  # no healthy evaluation runner
 
 
 def test_paper_names_map_to_rllib_arguments():

@@ -6,6 +6,7 @@ Marked slow (about 2-3 minutes on 2 cores); `make test` runs them, as CI does.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -34,18 +35,44 @@ def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return run_dir, result
 
 
+EVAL_KEYS = {
+    "eval_train_reward_mean",
+    "eval_test_reward_mean",
+    "eval_train_normalized_score",
+    "eval_test_normalized_score",
+    "eval_generalization_gap",
+}
+
+
+def jsonl_rows(run_dir: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_smoke_trains_reports_and_checkpoints(smoke_run):
     run_dir, result = smoke_run
     lines = metric_lines(result.stdout)
     assert [m["iteration"] for m in lines] == [1, 2]
     assert 0 < lines[0]["timesteps_total"] < lines[1]["timesteps_total"]
     assert lines[1]["timesteps_total"] >= 1024 and lines[1]["steps_per_s"] > 0
+    assert all(m["timesteps_trained"] == m["timesteps_total"] for m in lines)  # PPO trains what it sampled
     assert f"Results:     {run_dir}" in result.stdout
     assert (run_dir / "config.yaml").is_file()
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint_000001", "checkpoint_000002"]
     state = json.loads((run_dir / "checkpoints/checkpoint_000002/trainer_state.json").read_text())
     assert state["iteration"] == 2 and state["timesteps_total"] == lines[1]["timesteps_total"]
+
+
+def test_smoke_evaluates_once_and_writes_metrics_jsonl(smoke_run):
+    run_dir, result = smoke_run
+    lines = metric_lines(result.stdout)
+    assert not EVAL_KEYS & set(lines[0]) and EVAL_KEYS <= set(lines[1])  # evaluation.interval: 2
+    assert lines[1]["eval_generalization_gap"] == pytest.approx(
+        lines[1]["eval_train_normalized_score"] - lines[1]["eval_test_normalized_score"], abs=1e-5
+    )
+    numbers = [{k: v for k, v in line.items() if not math.isnan(v)} for line in lines]  # no episode yet: NaN
+    for row, line in zip(jsonl_rows(run_dir), numbers, strict=True):
+        assert row == pytest.approx(line, rel=1e-5)  # the line prints 6 significant digits
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +94,9 @@ def test_resume_continues_step_counter_and_iterations(resumed_run):
     state = json.loads((sorted((run_dir / "checkpoints").iterdir())[-1] / "trainer_state.json").read_text())
     assert state["timesteps_total"] == lines[-1]["timesteps_total"]
     assert len(list((run_dir / "checkpoints").iterdir())) == 2  # checkpoint.keep: 2
+    rows = jsonl_rows(run_dir)  # continued: one row per iteration, evaluations at 2 and 4
+    assert [row["iteration"] for row in rows] == [1, 2, 3, 4]
+    assert [row["iteration"] for row in rows if EVAL_KEYS <= set(row)] == [2, 4]
 
 
 def test_rollout_writes_scores_and_a_decodable_video(resumed_run):
@@ -96,11 +126,15 @@ def test_tensorboard_event_files_hold_the_scalars(resumed_run):
     assert {"charts/steps_per_s", "charts/time_total_s", "losses/policy_loss", "losses/entropy"} <= set(tags)
     steps = [e.step for e in events.Scalars("charts/steps_per_s")]
     assert len(steps) == 4 and steps == sorted(steps)  # 2 iterations + 2 after resume, one axis
+    evaluations = [e.step for e in events.Scalars("eval/test_normalized_score")]
+    assert evaluations == [steps[1], steps[3]]
+    assert {f"eval/{key.removeprefix('eval_')}" for key in EVAL_KEYS} <= set(tags)
 
 
 def test_tensorboard_server_serves_the_run(resumed_run):
     run_dir, _, _ = resumed_run
-    assert "charts/steps_per_s" in tensorboard_scalar_tags(run_dir, "charts/steps_per_s")
+    tags = tensorboard_scalar_tags(run_dir, "eval/generalization_gap")
+    assert "charts/steps_per_s" in tags and "eval/generalization_gap" in tags and "eval/test_reward_mean" in tags
 
 
 def test_sigterm_finishes_the_iteration_and_checkpoints(tmp_path):

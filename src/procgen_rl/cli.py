@@ -299,7 +299,7 @@ def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> Non
     iterations = stopped["iteration"]
     print(
         f"\nStopped by {stopped['stop_reason']} after {iterations} iteration{'s' * (iterations != 1)}, "
-        f"{stopped['timesteps_total']:,} env steps, {stopped['time_total_s']:.0f} s of training."
+        f"{stopped['timesteps_trained']:,} env steps trained, {stopped['time_total_s']:.0f} s of training."
     )
     print(f"Results:     {run.path}")
     if outcome.model:
@@ -311,9 +311,9 @@ def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> Non
     budget = experiment.stop.timesteps_total
     if stopped["stop_reason"] == "timesteps_total" or not budget or outcome.model:
         return
-    rate = stopped["timesteps_total"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
+    rate = stopped["timesteps_trained"] / stopped["time_total_s"] if stopped["time_total_s"] else 0.0
     left = (
-        f", about {format_duration((budget - stopped['timesteps_total']) / rate)} more at {rate:,.0f} steps/s"
+        f", about {format_duration((budget - stopped['timesteps_trained']) / rate)} more at {rate:,.0f} steps/s"
         if rate
         else ""
     )

@@ -207,7 +207,9 @@ class StopConfig:
     """Training ends at whichever limit comes first; 0 disables a limit, and at least one must be set.
     Limits count across resumes."""
 
-    timesteps_total: int = setting(8_000_000, "env steps sampled; 0 = no limit", Range(0))
+    timesteps_total: int = setting(
+        8_000_000, "env steps trained on (the metric line's timesteps_trained); 0 = no limit", Range(0)
+    )
     time_total_s: float = setting(
         0.0,
         "seconds of training; no iteration starts that would end past it (at the last one's pace); 0 = no limit",
@@ -222,6 +224,26 @@ class CheckpointConfig:
 
     frequency: int = setting(10, "checkpoint every N iterations, and always at the end; 0 = at the end only", Range(0))
     keep: int = setting(3, "most recent checkpoints kept; 0 = all", Range(0))
+
+
+@dataclass
+class EvaluationConfig:
+    """The policy (sampled actions) played on the training levels and on unseen levels during
+    training, by evaluation env runners of its own, in parallel with the training iteration."""
+
+    interval: int = setting(0, "evaluate every N training iterations; 0 = never", Range(0))
+    episodes: int = setting(
+        32, "episodes on each split (training levels, unseen levels) per evaluation", Range(1, MAX_ENVS)
+    )
+    num_envs: int = setting(
+        8,
+        "envs per split, split evenly over the evaluation env runners; each plays episodes / num_envs "
+        "episodes in a row (its first ones, so short episodes are not over-counted); must divide episodes",
+        Range(1, MAX_ENVS),
+    )
+    num_env_runners: int = setting(
+        1, "evaluation env runners (Ray actors reserving no CPU); must divide num_envs", Range(1, MAX_ACTORS)
+    )
 
 
 @dataclass
@@ -243,6 +265,7 @@ class Experiment:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     callbacks: list[str] = setting([], "extra RLlib callbacks: names in procgen_rl/callbacks/ or package.module:Class")
 
     @property
@@ -456,7 +479,7 @@ def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> No
     env, algo, res = experiment.env_config, experiment.algorithm, experiment.resources
 
     def fail(key: str, message: str) -> None:
-        where = origins.get(key)
+        where = origins.get(key) or next((f"{o}: {key}" for k, o in origins.items() if key.startswith(f"{k}.")), None)
         raise ConfigError(f"{where}: {message}" if where else f"{source}: {key}: {message}")
 
     for prefix, cls in sections():
@@ -495,6 +518,23 @@ def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> No
             "seed",
             f"{experiment.seed} gives env seeds beyond {INT32_MAX} with {per_runner} envs per runner "
             f"and {res.num_env_runners} runners; at most {highest} here",
+        )
+    if isinstance(algo.rllib.get("env_runners"), dict) and "sample_timeout_s" in algo.rllib["env_runners"]:
+        fail(
+            "algorithm.rllib.env_runners.sample_timeout_s",
+            "not settable: a PPO iteration waits for every env runner's fragment, so that it trains on "
+            "exactly the batch it sampled (a timeout drops a slow runner's fragment and samples another round)",
+        )
+    evaluation = experiment.evaluation
+    if evaluation.episodes % evaluation.num_envs:
+        fail(
+            "evaluation.num_envs",
+            f"{evaluation.num_envs} envs cannot share evaluation.episodes={evaluation.episodes} episodes equally",
+        )
+    if evaluation.num_envs % evaluation.num_env_runners:
+        fail(
+            "evaluation.num_env_runners",
+            f"{evaluation.num_env_runners} runners cannot split evaluation.num_envs={evaluation.num_envs} evenly",
         )
     if not any(getattr(experiment.stop, k) for k in ("timesteps_total", "time_total_s", "training_iteration")):
         fail("stop", "set at least one of timesteps_total, time_total_s, training_iteration")

@@ -3,7 +3,8 @@
 envpool runs the Procgen games with channel-first uint8 frames and resets a finished env on the
 *next* step, which is gymnasium's NEXT_STEP autoreset, the mode RLlib's env runner expects.
 This wrapper adds what RLlib and the paper need on top, in vectorized numpy:
-frame stacking, reward normalization, and the raw (unscaled) episode return in `info`.
+frame stacking, reward normalization, and the raw (unscaled) return, length and level seed of each
+finished episode in `info`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ENV_NAME = "procgen_rl"  # the name our env creator is registered under with Ray
 # The info keys a finished env reports (gymnasium vector-info form: value array + "_key" mask).
 EPISODE_RETURN = "episode_return"
 EPISODE_LENGTH = "episode_length"
+EPISODE_LEVEL = "episode_level"  # the finished episode's level seed
 
 
 class RunningMeanStd:
@@ -114,7 +116,7 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
         return self._frames.copy(), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        obs, reward, terminated, truncated, _ = self._pool.step(np.asarray(actions, np.int32))
+        obs, reward, terminated, truncated, pool_info = self._pool.step(np.asarray(actions, np.int32))
         restarted = self._needs_reset
         reward = np.where(restarted, 0.0, reward)  # NEXT_STEP: this step only reset those envs
         self._episode_return[restarted] = 0.0
@@ -133,6 +135,8 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
                 f"_{EPISODE_RETURN}": done,
                 EPISODE_LENGTH: self._episode_length.copy(),
                 f"_{EPISODE_LENGTH}": done,
+                EPISODE_LEVEL: pool_info["level_seed"].copy(),  # envpool resets next step: still this level's
+                f"_{EPISODE_LEVEL}": done,
             }
         self._needs_reset = done
         return (

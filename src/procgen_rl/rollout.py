@@ -2,8 +2,9 @@
 
 Both splits use the training run's distribution_mode and options. "Unseen" is num_levels=0
 (Procgen's full level distribution; 200 training levels out of 2^31 seeds makes overlap
-negligible), as in the paper's test curves. Each env contributes exactly its first episode,
-so short episodes are not over-counted. Actions are sampled from the policy, as in training.
+negligible), as in the paper's test curves. Each env contributes exactly its first episodes,
+a fixed number, so short episodes are not over-counted. Actions are sampled from the policy, as
+in training. Evaluation during training (procgen_rl.evaluation) plays its episodes the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,31 +67,54 @@ def export_policy(checkpoint: Path, path: Path) -> None:
     torch.export.save(program, str(path))
 
 
+@dataclass
+class Played:
+    """What `run_episodes` played: each episode's raw return and level seed, env-major, and env 0's
+    first episode's frames when recorded."""
+
+    returns: list[float]
+    levels: list[int]
+    frames: list[np.ndarray]
+
+
+def unseen_levels(env_config: EnvConfig) -> EnvConfig:
+    """The test split of a training env config: the full level distribution (num_levels 0), starting
+    past the training levels, with the same distribution mode and options."""
+    return dataclasses.replace(env_config, num_levels=0, start_level=env_config.start_level + env_config.num_levels)
+
+
 def run_episodes(
-    module: Any, env_config: EnvConfig, episodes: int, seed: int, record: bool = False
-) -> tuple[list[float], list[np.ndarray]]:
-    """Returns of the first episode of each of `episodes` envs, and env 0's frames if `record`."""
+    module: Any, env_config: EnvConfig, episodes: int, seed: int, num_envs: int | None = None, record: bool = False
+) -> Played:
+    """The first `episodes / num_envs` episodes of each of `num_envs` envs (default: one each), the
+    policy's actions sampled from its logits; env 0's first episode's frames if `record`."""
     import torch
     from ray.rllib.core.columns import Columns
 
-    from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
+    from procgen_rl.envs import EPISODE_LEVEL, EPISODE_RETURN, ProcgenVectorEnv
 
-    env = ProcgenVectorEnv(env_config, episodes, seed=seed)
+    num_envs = num_envs or episodes
+    per_env = episodes // num_envs
+    device = next(module.parameters()).device
+    env = ProcgenVectorEnv(env_config, num_envs, seed=seed)
     obs, _ = env.reset()
-    returns = np.full(episodes, np.nan)
+    returns, levels = np.full((num_envs, per_env), np.nan), np.zeros((num_envs, per_env), np.int64)
+    finished = np.zeros(num_envs, np.int64)
     frames = [obs[0, -FRAME_SHAPE[0] :]] if record else []
     with torch.no_grad():
-        while np.isnan(returns).any():
-            logits = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTION_DIST_INPUTS]
+        while (finished < per_env).any():
+            batch = {Columns.OBS: torch.from_numpy(obs).to(device)}
+            logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].cpu()
             actions = torch.distributions.Categorical(logits=logits).sample().numpy()
             obs, _, _, _, info = env.step(actions)
-            if record and np.isnan(returns[0]):
+            if record and finished[0] == 0:
                 frames.append(obs[0, -FRAME_SHAPE[0] :])
             if EPISODE_RETURN in info:
-                first = info[f"_{EPISODE_RETURN}"] & np.isnan(returns)
-                returns[first] = info[EPISODE_RETURN][first]
+                for i in np.flatnonzero(info[f"_{EPISODE_RETURN}"] & (finished < per_env)):
+                    returns[i, finished[i]], levels[i, finished[i]] = info[EPISODE_RETURN][i], info[EPISODE_LEVEL][i]
+                    finished[i] += 1
     env.close()
-    return returns.tolist(), frames
+    return Played(returns.ravel().tolist(), levels.ravel().tolist(), frames)
 
 
 def write_video(frames: list[np.ndarray], path: Path) -> None:
@@ -119,17 +144,17 @@ def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: b
     experiment: Experiment = load_experiment(run.config_path)
     module = load_module(checkpoint)
     train_env = experiment.env_config
-    test_env = dataclasses.replace(train_env, num_levels=0, start_level=train_env.start_level + train_env.num_levels)
+    test_env = unseen_levels(train_env)
 
-    train_returns, frames = run_episodes(module, train_env, episodes, seed, record=video)
-    test_returns, _ = run_episodes(module, test_env, episodes, seed + 1)
+    train = run_episodes(module, train_env, episodes, seed, record=video)
+    test = run_episodes(module, test_env, episodes, seed + 1)
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "env_name": train_env.env_name,
         "distribution_mode": train_env.distribution_mode,
         "episodes": episodes,
-        "train": split_summary(train_returns, train_env),
-        "test": split_summary(test_returns, test_env),
+        "train": split_summary(train.returns, train_env),
+        "test": split_summary(test.returns, test_env),
     }
     scores = summary["train"]["normalized_score"], summary["test"]["normalized_score"]
     summary["generalization_gap"] = None if None in scores else scores[0] - scores[1]
@@ -138,7 +163,7 @@ def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: b
     out.mkdir(parents=True, exist_ok=True)
     if video:
         summary["video"] = str(out / "episode.mp4")
-        write_video(frames, Path(summary["video"]))
+        write_video(train.frames, Path(summary["video"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["summary_path"] = str(out / "summary.json")
     return summary

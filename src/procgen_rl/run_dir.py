@@ -2,7 +2,8 @@
 
     <run>/config.yaml                     the experiment as trained (resume reads it back)
     <run>/events.out.tfevents.*           TensorBoard scalars
-    <run>/checkpoints/checkpoint_000010/  RLlib algorithm state + trainer_state.json
+    <run>/metrics.jsonl                   the metric line's values, one JSON object per iteration
+    <run>/checkpoints/checkpoint_000010/  RLlib algorithm state + trainer_state.json + metrics.jsonl
     <run>/steps_by_host.json              env steps each host sampled (this process's lifetime)
     <run>/stopped.json                    why and where training last stopped cleanly; a run with
                                           checkpoints but without it was interrupted (killed, crashed)
@@ -10,7 +11,10 @@
     <run>/rollout/                        summary.json and a video, written by `rollout`
 
 `trainer_state.json` carries our own counters (iteration, env steps, wall time), so a resumed
-run continues them instead of trusting RLlib's restore, which resets its timestep counters.
+run continues them instead of trusting RLlib's restore, which resets its timestep counters. A
+checkpoint keeps metrics.jsonl as it was, and a resume starts from that copy: the file then has one
+row per iteration trained into the checkpoint resumed, also where the run directory was lost
+(a SageMaker spot restart gets its checkpoints back, not its run directory).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from procgen_rl import envvars
 from procgen_rl.config import Experiment, save_experiment
 from procgen_rl.errors import CheckpointError, UserError
+from procgen_rl.reporting import METRICS_FILE
 
 STATE_FILE = "trainer_state.json"
 STOPPED_FILE = "stopped.json"
@@ -43,7 +48,8 @@ class TrainState:
     """Counters that survive resume; stop criteria are checked against these."""
 
     iteration: int = 0
-    timesteps_total: int = 0
+    timesteps_total: int = 0  # env steps sampled
+    timesteps_trained: int = 0  # env steps trained on: the step budget's count
     time_total_s: float = 0.0
     episodes_total: int = 0
 
@@ -72,6 +78,7 @@ class RunDir:
         self.checkpoints_path = Path(checkpoints_path) if checkpoints_path else self.path / "checkpoints"
         self.rollout_path = self.path / "rollout"
         self.steps_by_host_path = self.path / "steps_by_host.json"
+        self.metrics_path = self.path / METRICS_FILE
         self.stopped_path = self.path / STOPPED_FILE
 
     def write_config(self, experiment: Experiment) -> None:
@@ -116,6 +123,14 @@ class RunDir:
             if p.is_dir() and (p / STATE_FILE).is_file()
         )
 
+    def rewind_metrics(self, checkpoint: Path | None) -> None:
+        """Start metrics.jsonl as the training about to start continues it: the checkpoint's copy,
+        or empty for a run trained from scratch (a run that died before its first checkpoint)."""
+        if checkpoint is not None and (checkpoint / METRICS_FILE).is_file():
+            shutil.copyfile(checkpoint / METRICS_FILE, self.metrics_path)
+        elif checkpoint is None:
+            self.metrics_path.unlink(missing_ok=True)
+
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
@@ -128,6 +143,8 @@ class RunDir:
         partial.mkdir(parents=True)
         save_algorithm(str(partial.resolve()))
         (partial / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        if self.metrics_path.is_file():
+            shutil.copyfile(self.metrics_path, partial / METRICS_FILE)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         if keep > 0:
@@ -143,8 +160,10 @@ def load_state(checkpoint: Path) -> TrainState:
             f"{checkpoint}: no {RLLIB_METADATA}; not a complete RLlib checkpoint, pick another or start a new run"
         )
     try:
-        return TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
-    except (OSError, ValueError, TypeError) as err:
+        counters = json.loads((checkpoint / STATE_FILE).read_text())
+        counters.setdefault("timesteps_trained", counters.get("timesteps_total", 0))  # written before it was counted
+        return TrainState(**counters)
+    except (OSError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{checkpoint}: unreadable {STATE_FILE} ({err}); pick another checkpoint") from None
 
 

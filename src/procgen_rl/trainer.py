@@ -7,6 +7,13 @@ config.yaml before this runs.
 Loop: algo.train() -> count steps ourselves -> report -> checkpoint when due -> stop when a
 limit is reached or SIGINT/SIGTERM arrived (the current iteration finishes, a checkpoint is
 written, then it exits; a second signal exits at once, see procgen_rl.signals).
+
+Two step counts: env steps sampled (the env runners' fragments that reached the driver) and env
+steps trained (those the learner updated on, each counted once however many epochs pass over
+it). The step budget counts trained steps. A synchronous (PPO) iteration trains on exactly what
+it sampled: RLlib's `sample_timeout_s` is off, because a fragment that outlasts it is dropped,
+still sampled but neither trained nor counted, and the next round of sampling asks every runner
+again, so the iteration trains on more than its batch (docs/architecture.md#step-counts).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from procgen_rl import envvars, registry
+from procgen_rl import envvars, evaluation, registry
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
 from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.procgen import normalized_score
@@ -111,6 +118,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
             custom_resources_per_env_runner={ENV_RUNNER_SLOT: 1} if res.spread_env_runners else {},
             rollout_fragment_length=algo.num_steps,
+            sample_timeout_s=None,  # wait for every runner's fragment: see the module docstring
             gym_env_vectorize_mode="vector_entry_point",
             env_runner_cls=ProcgenEnvRunner,  # a leaner sampling loop (procgen_rl.env_runner)
             # Two batched pieces in place of RLlib's general pipelines (procgen_rl.connectors).
@@ -126,6 +134,8 @@ def build_algorithm_config(experiment: Experiment) -> Any:
         .callbacks(callbacks)
         .debugging(seed=experiment.seed)
     )
+    if experiment.evaluation.interval:
+        config.evaluation(**evaluation.rllib_evaluation_args(experiment))
     if algo.name == "PPO":
         from procgen_rl.learner import ProcgenPPOLearner
 
@@ -156,6 +166,38 @@ def sampled(result: dict, key: str) -> int:
     return 0 if math.isnan(value) else int(value)
 
 
+def trained(result: dict, config: Any) -> int:
+    """Env steps the learner trained on this iteration, each counted once. RLlib counts a step
+    once per pass over it: once per epoch, and for APPO once per replay of its batch from the
+    circular buffer (when a batch is evicted before all its replays, this counts it short)."""
+    steps = first_number(result.get("learners", {}).get("__all_modules__", {}).get("num_env_steps_trained"))
+    replays = config.circular_buffer_iterations_per_batch if getattr(config, "use_circular_buffer", False) else 1
+    return 0 if math.isnan(steps) else round(steps / (config.num_epochs * replays))
+
+
+def evaluation_metrics(result: dict, experiment: Experiment) -> dict[str, float]:
+    """The eval_* metrics of an iteration that evaluated (procgen_rl.evaluation); NaN where an
+    evaluation returned nothing (no healthy evaluation runner)."""
+    runners = result.get("evaluation", {}).get("env_runners", {})
+    env = experiment.env_config
+    means = {split: first_number(runners.get(key)) for split, key in evaluation.SPLIT_KEYS.items()}
+    scores = {split: normalized_score(mean, env.env_name, env.distribution_mode) for split, mean in means.items()}
+    return {
+        "eval_train_reward_mean": means["train"],
+        "eval_test_reward_mean": means["test"],
+        "eval_train_normalized_score": scores["train"],
+        "eval_test_normalized_score": scores["test"],
+        "eval_generalization_gap": scores["train"] - scores["test"],
+    }
+
+
+def evaluated(experiment: Experiment, state: TrainState) -> bool:
+    """Whether the iteration just counted in `state` evaluated: RLlib evaluates iteration N when N
+    is a multiple of the interval, and its iteration count resumes with ours."""
+    interval = experiment.evaluation.interval
+    return bool(interval) and state.iteration % interval == 0
+
+
 def iteration_metrics(
     result: dict, state: TrainState, experiment: Experiment, seconds: float, steps: int
 ) -> dict[str, float]:
@@ -166,6 +208,7 @@ def iteration_metrics(
     return {
         "iteration": state.iteration,
         "timesteps_total": state.timesteps_total,
+        "timesteps_trained": state.timesteps_trained,
         "episodes_total": state.episodes_total,
         "episode_reward_mean": reward_mean,
         "episode_reward_min": first_number(runners.get("raw_episode_return_min")),
@@ -177,6 +220,7 @@ def iteration_metrics(
         "policy_loss": first_number(learner.get("policy_loss")),
         "vf_loss": first_number(learner.get("vf_loss")),
         "entropy": first_number(learner.get("entropy")),
+        **(evaluation_metrics(result, experiment) if evaluated(experiment, state) else {}),
     }
 
 
@@ -187,7 +231,7 @@ def stop_reason(experiment: Experiment, state: TrainState, last_iteration_s: flo
     the pace of the last one, would end past it (an iteration can take minutes on a CPU).
     """
     limits = experiment.stop
-    if limits.timesteps_total and state.timesteps_total >= limits.timesteps_total:
+    if limits.timesteps_total and state.timesteps_trained >= limits.timesteps_total:
         return "timesteps_total"
     if limits.time_total_s and state.time_total_s + last_iteration_s >= limits.time_total_s:
         return "time_total_s"
@@ -196,11 +240,11 @@ def stop_reason(experiment: Experiment, state: TrainState, last_iteration_s: flo
     return None
 
 
-def eta_seconds(experiment: Experiment, state: TrainState, steps_per_s: float) -> float:
-    """Time to the nearest stop limit at the current speed."""
+def eta_seconds(experiment: Experiment, state: TrainState, trained_per_s: float) -> float:
+    """Time to the nearest stop limit at the current speed (env steps trained per second)."""
     left = [math.inf]
-    if experiment.stop.timesteps_total and steps_per_s > 0:
-        left.append((experiment.stop.timesteps_total - state.timesteps_total) / steps_per_s)
+    if experiment.stop.timesteps_total and trained_per_s > 0:
+        left.append((experiment.stop.timesteps_total - state.timesteps_trained) / trained_per_s)
     if experiment.stop.time_total_s:
         left.append(experiment.stop.time_total_s - state.time_total_s)
     if experiment.stop.training_iteration and state.iteration:
@@ -310,9 +354,13 @@ def _train_locked(
         except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
             algo.stop()
             raise CheckpointError(f"{checkpoint}: cannot restore ({type(err).__name__}: {err})") from None
-        print(f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_total:,} steps", flush=True)
+        print(
+            f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_trained:,} steps trained",
+            flush=True,
+        )
     run.stopped_path.unlink(missing_ok=True)  # training again: interrupted until it stops cleanly
-    reporter = Reporter(str(run.path))
+    run.rewind_metrics(checkpoint)
+    reporter = Reporter(run.path)
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
     healthy = experiment.resources.num_env_runners
@@ -331,14 +379,15 @@ def _train_locked(
                 result = algo.train()
                 seconds = time.time() - started
                 runners = result.get("env_runners", {})
-                steps = sampled(result, "num_env_steps_sampled")
+                steps, steps_trained = sampled(result, "num_env_steps_sampled"), trained(result, algo.config)
                 state.iteration += 1
                 state.timesteps_total += steps
+                state.timesteps_trained += steps_trained
                 state.time_total_s += seconds
                 state.episodes_total += sampled(result, "num_episodes")
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
                 reporter.report(
-                    metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, metrics["steps_per_s"])
+                    metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, steps_trained / seconds)
                 )
                 reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
                 healthy = report_env_runner_health(algo, experiment, healthy)
