@@ -1,4 +1,5 @@
-"""What a run reports each iteration: one `name=value` line, TensorBoard scalars, a progress bar.
+"""What a run reports each iteration: one `name=value` line, TensorBoard scalars, a progress bar,
+and one JSON line in <run>/metrics.jsonl (what `procgen-rl report` reads).
 
 The metric line is the machine interface (SageMaker metric definitions parse it, see
 METRIC_LINE_REGEX); its names and meanings are fixed:
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
+METRICS_FILE = "metrics.jsonl"  # in the run directory: one JSON object per iteration, appended
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
     "iteration",
@@ -91,6 +93,7 @@ class Reporter:
         from torch.utils.tensorboard import SummaryWriter  # starts no server, writes event files
 
         self.writer = SummaryWriter(tensorboard_dir)
+        self.metrics_file = open(Path(tensorboard_dir) / METRICS_FILE, "a")
         self.stream = stream
         self.tty = sys.stderr.isatty()
 
@@ -107,6 +110,8 @@ class Reporter:
             if value is not None and key not in ("iteration", "timesteps_total") and not math.isnan(value):
                 self.writer.add_scalar(f"{TENSORBOARD_GROUP.get(key, 'charts')}/{key}", value, step)
         self.writer.flush()
+        self.metrics_file.write(json.dumps(metrics) + "\n")
+        self.metrics_file.flush()
 
     def report_hosts(self, steps_by_host: dict[str, float], path: Path, step: int) -> None:
         """Env steps sampled per host: `hosts/<name>` scalars and a JSON file beside them."""
@@ -119,6 +124,7 @@ class Reporter:
         if self.tty:
             sys.stderr.write("\n")
         self.writer.close()
+        self.metrics_file.close()
 
 
 def first_number(*candidates: Any) -> float:
