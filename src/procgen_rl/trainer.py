@@ -11,6 +11,7 @@ written, then it exits; a second signal exits at once, see procgen_rl.signals).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -224,11 +225,19 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
 
     if ray.is_initialized():
         return
+    start_ray(max(1, experiment.resources.num_env_runners))
+    if nodes > 1:
+        wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
+
+
+def start_ray(slots: int) -> None:
+    """Join RAY_ADDRESS's cluster, else start a local Ray offering `slots` env runner slots."""
+    import ray
+
     address = os.environ.get(envvars.RAY_ADDRESS)
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
-        slots = max(1, experiment.resources.num_env_runners)
         ray.init(
             address="local",
             include_dashboard=False,
@@ -236,8 +245,6 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
             logging_level=logging.WARNING,
             resources={ENV_RUNNER_SLOT: slots},
         )
-    if nodes > 1:
-        wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -366,4 +373,8 @@ def _train_locked(
     finally:
         reporter.close()
         algo.stop()
+        # RLlib's Algorithm is a Tune Trainable: built outside Tune it makes itself a log
+        # directory in ~/ray_results that nothing writes to (the run directory has it all).
+        with contextlib.suppress(OSError):
+            os.rmdir(algo.logdir)
     return TrainOutcome(state, str(last_saved), reason)
