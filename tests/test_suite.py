@@ -7,6 +7,8 @@ checkpoint's trainer_state.json, stopped.json); tests/test_benchmark.py trains r
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,23 @@ def test_a_suite_directory_of_another_suite_is_refused(tmp_path):
 def test_max_concurrent_must_be_positive(tmp_path):
     result = run_cli("benchmark", str(write_suite(tmp_path / "s.yaml")), "--max-concurrent", "0", timeout=120)
     assert_one_line_error(result, "--max-concurrent must be >= 1, got 0")
+
+
+def test_make_targets_pass_the_suite_variables(tmp_path):
+    def make_dry_run(*args: str) -> str:
+        result = subprocess.run(
+            ["make", "-n", *args, "VENV=/nonexistent-venv"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    assert "procgen-rl benchmark benchmarks/suites/smoke.yaml\n" in make_dry_run("benchmark")
+    assert "benchmark s.yaml --dir d --max-concurrent 2\n" in make_dry_run(
+        "benchmark", "SUITE=s.yaml", "SUITE_DIR=d", "MAX_CONCURRENT=2"
+    )
+    older, newer = tmp_path / "a-1", tmp_path / "b-2"
+    for directory in (older, newer):
+        directory.mkdir()
+        (directory / "suite.yaml").write_text("name: x\n")
+        time.sleep(0.05)  # distinct modification times: the newest suite is the default
+    assert f"procgen-rl report {newer}\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}")
+    assert "procgen-rl report d\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}", "SUITE_DIR=d")
