@@ -122,3 +122,24 @@ def test_a_report_of_the_suite(suite):
         assert (row["train"] or {}).get("scores", []) == pytest.approx(expected)
     assert (directory / "report.md").is_file()
     assert {p.name for p in directory.glob("curves-*.png")} == {"curves-coinrun.png", "curves-starpilot.png"}
+
+
+def test_a_cell_the_cluster_cannot_hold_is_one_line(tmp_path):
+    suite = tmp_path / "big.yaml"
+    resources = {"resources.num_env_runners": 8, "resources.num_cpus_per_env_runner": 64}
+    grid = {"seed": [0]}
+    suite.write_text(
+        json.dumps(
+            {
+                "experiment": "experiments/smoke.yaml",
+                "budget": {"training_iteration": 1},
+                "set": resources,
+                "grid": grid,
+            }
+        )
+    )
+    result = run_cli("benchmark", str(suite), "--dir", str(tmp_path / "d"), timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[-1]] and "cell seed-0 needs 513 CPU (resources.* of its experiment)" in errors[0]
+    assert not (tmp_path / "d").exists()  # nothing written: a changed suite may use the directory

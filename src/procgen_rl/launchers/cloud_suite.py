@@ -94,7 +94,6 @@ def run(
             request = cloud.launch(jobs_of[cell], named).request
             print(f"{cell}: {request['TrainingJobName']} {json.dumps(request['HyperParameters'])}")
         return {cell: "dry run" for cell in pending}
-    save(suite, directory)
     index = len(jobs)
     while pending or running:
         while pending and len(running) < max_concurrent:
@@ -111,6 +110,7 @@ def run(
             index += 1
             spec = cloud.launch(jobs_of[cell], named).spec
             jobs[cell] = {"job": spec.name, "run": spec.run_uri}
+            save(suite, directory)  # the directory holds this suite once a job of it runs
             write_jobs(directory, jobs)
             running[cell] = spec.name
         time.sleep(poll_s)

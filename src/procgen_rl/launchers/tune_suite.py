@@ -96,10 +96,7 @@ def run(suite: Suite, directory: Path, max_concurrent: int | None) -> list[CellO
     if not todo:
         return [CellOutcome(cell, True, None) for cell in cells]
     requests = {cell.cell.name: resource_request(cell) for cell in todo}
-    save(suite, directory)
-    for cell in todo:
-        cell.run.write_config(cell.experiment)
-    errors = _tune(todo, requests, directory.resolve() / TUNE_DIR, max_concurrent)
+    errors = _tune(suite, directory, todo, requests, max_concurrent)
     return [
         CellOutcome(cell, finished(cell.run, cell.experiment), errors.get(cell.cell.name))
         if cell.status != "finished"
@@ -109,9 +106,10 @@ def run(suite: Suite, directory: Path, max_concurrent: int | None) -> list[CellO
 
 
 def _tune(
-    cells: list[PlannedCell], requests: dict[str, Any], storage: Path, max_concurrent: int | None
+    suite: Suite, directory: Path, cells: list[PlannedCell], requests: dict[str, Any], max_concurrent: int | None
 ) -> dict[str, str]:
-    """Run the cells as Tune trials; return the failed trials' errors by cell name."""
+    """Run the cells as Tune trials; return the failed trials' errors by cell name. The suite
+    directory is written once the cluster is known to hold every cell."""
     import ray
     from ray import tune
 
@@ -123,6 +121,9 @@ def _tune(
         start_ray(sum(max(1, cell.experiment.resources.num_env_runners) for cell in cells))
     try:
         check_fits_cluster(requests)
+        save(suite, directory)
+        for cell in cells:
+            cell.run.write_config(cell.experiment)
         tuner = tune.Tuner(
             tune.with_resources(train_cell, lambda config: requests[names[config["run"]]]),
             param_space={"run": tune.grid_search(list(names))},
@@ -131,7 +132,9 @@ def _tune(
                 trial_name_creator=lambda trial: names[trial.config["run"]],
                 trial_dirname_creator=lambda trial: names[trial.config["run"]],
             ),
-            run_config=tune.RunConfig(storage_path=str(storage), name=time.strftime("%Y%m%d-%H%M%S"), verbose=1),
+            run_config=tune.RunConfig(
+                storage_path=str(directory.resolve() / TUNE_DIR), name=time.strftime("%Y%m%d-%H%M%S"), verbose=1
+            ),
         )
         results = tuner.fit()
     finally:
