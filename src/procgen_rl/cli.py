@@ -470,7 +470,8 @@ def cell_progress(run: RunDir) -> str:
     if source is None:
         return "not started"
     state = json.loads(source.read_text())
-    return f"{state['iteration']} iterations, {state['timesteps_total']:,} env steps"
+    iterations = state["iteration"]
+    return f"{iterations} iteration{'s' * (iterations != 1)}, {state['timesteps_total']:,} env steps"
 
 
 def run_cluster(args: argparse.Namespace) -> None:
