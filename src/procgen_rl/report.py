@@ -399,7 +399,7 @@ def build(runs: Sequence[Run]) -> dict[str, Any]:
         "runs": len(runs),
         "games": games,
         "variants": variants,
-        "sources": {split: sorted({str(run.source(split)) for run in runs}) for split in SPLITS},
+        "sources": {split: sorted({str(run.source(split)) for run in runs if run.source(split)}) for split in SPLITS},
         "confidence": CONFIDENCE,
         "bootstrap_resamples": RESAMPLES,
         "per_game": [group.summary() for group in groups],
@@ -471,8 +471,9 @@ def sources_text(scores: dict[str, Any]) -> list[str]:
             "these runs logged no evaluation on their training levels."
         )
     else:
-        lines.append(f"Train returns: {', '.join(f'`{s}`' for s in train)} (evaluation on the training levels).")
-    if test == ["None"]:
+        mixed = "; runs without it: the training episodes' (`episode_reward_mean`)" if len(train) > 1 else ""
+        lines.append(f"Train returns: the evaluation on the training levels (`{TRAIN_SOURCES[0]}`){mixed}.")
+    if not test:
         lines.append(
             "Test returns: none. These runs logged no evaluation on unseen levels (no `eval_test_reward_mean` "
             "in metrics.jsonl), so there is no test score and no generalization gap."

@@ -65,11 +65,6 @@ class Suite:
             "grid": self.grid,
         }
 
-    @property
-    def variant_axes(self) -> list[str]:
-        """The axes other than game and seed: what a report compares (e.g. algorithm.name)."""
-        return [key for key in self.grid if key not in (GAME_AXIS, SEED_AXIS)]
-
     def cells(self) -> list[Cell]:
         combinations = itertools.product(*([(key, value) for value in values] for key, values in self.grid.items()))
         cells = [Cell(cell_name(dict(axes)), dict(axes)) for axes in combinations]
@@ -98,9 +93,9 @@ def cell_name(axes: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
-def read_yaml(path: Path, what: str) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"{what} not found: {path}")
+        raise UserError(f"suite file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -122,7 +117,7 @@ def checked(key: str, value: Any, source: str) -> Any:
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite: its keys, its grid, its budget; `plan` checks every cell's experiment."""
     path = Path(path)
-    raw = read_yaml(path, "suite file")
+    raw = read_yaml(path)
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(KEYS)}")

@@ -97,12 +97,7 @@ def run(suite: Suite, directory: Path, max_concurrent: int | None) -> list[CellO
         return [CellOutcome(cell, True, None) for cell in cells]
     requests = {cell.cell.name: resource_request(cell) for cell in todo}
     errors = _tune(suite, directory, todo, requests, max_concurrent)
-    return [
-        CellOutcome(cell, finished(cell.run, cell.experiment), errors.get(cell.cell.name))
-        if cell.status != "finished"
-        else CellOutcome(cell, True, None)
-        for cell in cells
-    ]
+    return [CellOutcome(cell, finished(cell.run, cell.experiment), errors.get(cell.cell.name)) for cell in cells]
 
 
 def _tune(
