@@ -468,7 +468,7 @@ def cell_progress(run: RunDir) -> str:
     latest = run.latest_checkpoint()
     source = run.stopped_path if run.stopped_path.is_file() else latest / STATE_FILE if latest else None
     if source is None:
-        return "not started"
+        return "no checkpoint yet"
     state = json.loads(source.read_text())
     iterations = state["iteration"]
     return f"{iterations} iteration{'s' * (iterations != 1)}, {state['timesteps_total']:,} env steps"
