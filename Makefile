@@ -37,6 +37,10 @@ WAIT ?=
 DRY_RUN ?=
 CLOUD_ARGS ?=
 STEPS ?= 1000000
+# benchmark and report
+SUITE ?= benchmarks/suites/smoke.yaml
+SUITE_DIR ?=
+MAX_CONCURRENT ?=
 
 export RESULTS_DIR
 BIN := $(VENV)/bin
@@ -50,8 +54,9 @@ CLOUD_FLAGS = --instance-count $(INSTANCE_COUNT) --gpu-instances $(GPU_INSTANCES
 # RUN=s3://bucket/prefix/job: a cloud run, fetched into RESULTS_DIR/job first
 S3_RUN = $(filter s3://%,$(RUN))
 S3_RUN_DIR = $(RESULTS_DIR)/$(notdir $(patsubst %/,%,$(RUN)))
+NEWEST_SUITE_DIR = $(patsubst %/suite.yaml,%,$(firstword $(shell ls -td $(RESULTS_DIR)/*/suite.yaml 2>/dev/null)))
 
-.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard test lint typecheck docs bench bench-learning bench-cluster image-cpu image-gpu clean
+.PHONY: help venv train-local train-cloud cluster-up cluster-down cluster-logs rollout tensorboard benchmark report test lint typecheck docs bench bench-learning bench-cluster image-cpu image-gpu clean
 
 help: ## list the targets and their variables
 	@grep -hE '^[a-z -]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -63,6 +68,7 @@ help: ## list the targets and their variables
 	@echo "train-cloud: INSTANCE_TYPE=ml.g4dn.xlarge INSTANCE_COUNT=$(INSTANCE_COUNT) | GPU_INSTANCES=1 CPU_INSTANCES=3"
 	@echo "           GPU_INSTANCE_TYPE=ml.g4dn.xlarge CPU_INSTANCE_TYPE=ml.c5.4xlarge SPOT=$(SPOT) MAX_RUN=<s> WAIT=1 DRY_RUN=1"
 	@echo "           CLOUD_ARGS='--bucket B --role R ...'; RUN=s3://bucket/prefix/job for rollout and tensorboard"
+	@echo "benchmark: SUITE=$(SUITE) SUITE_DIR=<suite dir> (continue one; report: default the newest) MAX_CONCURRENT=<n>"
 
 $(BIN)/procgen-rl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +110,13 @@ ifneq ($(S3_RUN),)
 else
 	$(BIN)/tensorboard --logdir $(if $(filter command line,$(origin RUN)),$(RUN),$(RESULTS_DIR)) --host 127.0.0.1 --port $(TB_PORT)
 endif
+
+benchmark: $(BIN)/procgen-rl ## train every cell of SUITE on Ray Tune (SUITE_DIR=<dir> continues a suite; MAX_CONCURRENT)
+	$(BIN)/procgen-rl benchmark $(strip $(SUITE) $(if $(SUITE_DIR),--dir $(SUITE_DIR)) $(if $(MAX_CONCURRENT),--max-concurrent $(MAX_CONCURRENT)))
+
+report: $(BIN)/procgen-rl ## report.md, curves-<game>.png, scores.json of SUITE_DIR (default: the newest suite) vs the paper
+	@[ -n "$(or $(SUITE_DIR),$(NEWEST_SUITE_DIR))" ] || { echo "error: no suite directory in $(RESULTS_DIR)/; run make benchmark or set SUITE_DIR=<dir>" >&2; exit 2; }
+	$(BIN)/procgen-rl report $(or $(SUITE_DIR),$(NEWEST_SUITE_DIR))
 
 test: $(BIN)/procgen-rl ## run all tests: unit, real Ray/Procgen training, the image (skipped without Docker)
 	$(BIN)/pytest $(PYTEST_ARGS)

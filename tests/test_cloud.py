@@ -500,6 +500,108 @@ def test_fetch_of_an_empty_prefix_says_what_to_give(aws, tmp_path):
     assert_one_line_error(result, "nothing under tensorboard/ or output/")
 
 
+def write_suite(path: Path, seeds: list[int]) -> Path:
+    grid = {"env_config.env_name": ["coinrun", "starpilot"], "seed": seeds}
+    text = json.dumps({"experiment": "experiments/smoke.yaml", "budget": {"timesteps_total": 1024}, "grid": grid})
+    path.write_text(text)  # JSON is YAML
+    return path
+
+
+def cloud_benchmark(suite: Path, directory: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_cli(
+        "cloud",
+        "benchmark",
+        str(suite),
+        "--dir",
+        str(directory),
+        "--instance-type",
+        "ml.c5.xlarge",
+        "--role",
+        ROLE_NAME,
+        "--bucket",
+        BUCKET,
+        "--poll",
+        "0.1",
+        *args,
+        timeout=900,
+        env=env,
+    )
+
+
+def test_cloud_benchmark_runs_a_job_per_cell_at_most_n_at_once(aws, tmp_path):
+    suite, directory = write_suite(tmp_path / "tiny.yaml", [0, 1]), tmp_path / "suite"
+    result = cloud_benchmark(suite, directory, "--image-uri", IMAGE_URI, "--max-concurrent", "1")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    jobs = json.loads((directory / "jobs.json").read_text())
+    assert list(jobs) == ["coinrun_seed-0", "coinrun_seed-1", "starpilot_seed-0", "starpilot_seed-1"]
+    for cell, job in jobs.items():
+        described = describe(aws, job["job"])
+        hyperparameters = {key: decode_hyperparameter(value) for key, value in described["HyperParameters"].items()}
+        game, seed = cell.split("_seed-")
+        assert hyperparameters["env_config.env_name"] == game and hyperparameters["seed"] == int(seed)
+        assert hyperparameters["stop.timesteps_total"] == 1024 and hyperparameters["name"] == cell
+        assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE_URI  # --image-uri: nothing pushed
+        assert job["run"] == f"s3://{BUCKET}/procgen-rl/{job['job']}"
+        tags = aws.sagemaker.list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
+        assert {"Key": "suite", "Value": "tiny"} in tags and {"Key": "cell", "Value": cell} in tags
+    events = [
+        line.split()[0] if "Completed" in line else "start"
+        for line in result.stdout.splitlines()
+        if line.startswith("starting training job") or line.endswith(" Completed")
+    ]
+    assert events == [
+        "start",
+        "coinrun_seed-0:",
+        "start",
+        "coinrun_seed-1:",
+        "start",
+        "starpilot_seed-0:",
+        "start",
+        "starpilot_seed-1:",
+    ]  # one at a time
+    assert "Suite tiny: 4 of 4 jobs completed" in result.stdout
+
+    again = cloud_benchmark(suite, directory, "--image-uri", IMAGE_URI)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "4 completed, 0 running, 0 to start" in again.stdout
+    assert len(aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 4
+
+
+def test_cloud_benchmark_bad_input_is_one_line(aws, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({"experiment": "experiments/smoke.yaml", "budget": {"timesteps_total": 1}, "grid": {}}))
+    assert_one_line_error(cloud_benchmark(bad, tmp_path / "d", "--image-uri", IMAGE_URI), "grid is empty")
+    suite = write_suite(tmp_path / "tiny.yaml", [0])
+    assert_one_line_error(
+        cloud_benchmark(suite, tmp_path / "d", "--image-uri", IMAGE_URI, "--max-concurrent", "0"),
+        "--max-concurrent must be >= 1",
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_report_fetches_a_cloud_suites_runs(aws, tmp_path):
+    """Each job's run in S3 as SageMaker syncs it (config.yaml, metrics.jsonl): fetched, reported."""
+    from procgen_rl.config import load_experiment, save_experiment
+
+    suite, directory = write_suite(tmp_path / "tiny.yaml", [0]), tmp_path / "suite"
+    assert cloud_benchmark(suite, directory, "--image-uri", IMAGE_URI).returncode == 0
+    jobs = json.loads((directory / "jobs.json").read_text())
+    run = tmp_path / "opt_ml_run"
+    run.mkdir()
+    overrides = {"env_config.env_name": "coinrun", "seed": 0, "name": "coinrun_seed-0"}
+    save_experiment(load_experiment(REPO / "experiments" / "smoke.yaml", overrides), run / "config.yaml")
+    rows = [{"iteration": i, "timesteps_total": 512 * i, "episode_reward_mean": 5.0 + i} for i in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    upload_tree(aws, run, f"procgen-rl/{jobs['coinrun_seed-0']['job']}/tensorboard")  # starpilot: nothing yet
+
+    result = run_cli("report", str(directory), timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (directory / "coinrun_seed-0" / "run" / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    scores = json.loads((directory / "scores.json").read_text())
+    assert scores["runs"] == 1 and scores["per_game"][0]["train"]["return"] == 7.0
+    assert "starpilot_seed-0: " in result.stdout and "nothing under tensorboard/ yet" in result.stdout
+
+
 # --- with Docker: the real image pushed to a real registry ----------------------------------------
 
 
@@ -593,3 +695,19 @@ def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
         request = json.loads(result.stdout[: result.stdout.index("\nDry run:")])
         assert f"/procgen-rl:{__version__}-gpu-" in request["AlgorithmSpecification"]["TrainingImage"]
         assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cloud_benchmark_pushes_the_image_once(aws, registry, tmp_path):
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tag = f"{__version__}-cpu-{image_id.removeprefix('sha256:')[:12]}"
+    suite, directory = write_suite(tmp_path / "tiny.yaml", [0]), tmp_path / "suite"
+    result = cloud_benchmark(suite, directory, "--max-concurrent", "2", env={cloud.REGISTRY_ENV: registry})
+    subprocess.run(["docker", "rmi", f"{registry}/procgen-rl:{tag}"], capture_output=True)  # the push's local tag
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert result.stdout.count(f"pushing {IMAGE} to {registry}/procgen-rl:{tag}") == 1
+    for job in json.loads((directory / "jobs.json").read_text()).values():
+        assert describe(aws, job["job"])["AlgorithmSpecification"]["TrainingImage"] == f"{registry}/procgen-rl:{tag}"

@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from procgen_rl import envvars
 from procgen_rl.errors import UserError
@@ -21,6 +21,8 @@ from procgen_rl.launchers import BACKENDS, DEFAULT_IMAGE, Job, LaunchOptions, Ou
 
 if TYPE_CHECKING:
     from procgen_rl.config import Experiment
+    from procgen_rl.launchers.cloud import CloudOptions
+    from procgen_rl.run_dir import RunDir
 
 EXIT_USER_ERROR = 2
 
@@ -83,6 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", help="output directory (default: <run>/rollout)")
     rollout.add_argument("--no-video", action="store_true", help="skip the video")
     rollout.add_argument("--seed", type=int, default=12345)
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="train a suite: one experiment over a grid of games, seeds and other overrides",
+        description="Train every cell of SUITE (experiment, budget, set, grid: docs/benchmarks.md) as a "
+        "Ray Tune trial on a local Ray, or on the cluster in RAY_ADDRESS; each cell is an ordinary run "
+        "directory in the suite directory. Given an existing suite directory (--dir), finished cells "
+        "are skipped and interrupted ones resume from their checkpoints.",
+    )
+    benchmark.add_argument("suite", help="suite YAML, e.g. benchmarks/suites/smoke.yaml")
+    benchmark.add_argument(
+        "--dir", help="suite directory (default: $RESULTS_DIR/<suite>-<timestamp>); one of the same suite continues"
+    )
+    benchmark.add_argument(
+        "--max-concurrent", type=int, help="cells trained at once (default: as many as the Ray cluster fits)"
+    )
+    report = commands.add_parser(
+        "report",
+        help="a suite's scores and curves against the Procgen paper's PPO: report.md, PNGs, scores.json",
+        description="Read the runs under each DIR (suite directories of `benchmark`, or run directories) and "
+        "write report.md, a curves-<game>.png per game and scores.json into the first DIR: final normalized "
+        "train and test scores per game, the generalization gap, mean/median/IQM over games with "
+        "stratified-bootstrap 95%% intervals, the paper's PPO at the same step count. A cloud suite's runs "
+        "are fetched from S3 first. Needs matplotlib "
+        "(pip install 'procgen-rl[bench]'; `make venv` installs it).",
+    )
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="suite or run directories; several are compared")
+    report.add_argument("--out", help="where the report goes (default: the first DIR)")
+    report.add_argument("--region", help="a cloud suite's AWS region (default: AWS_REGION, the profile's)")
+    report.add_argument("--profile", help="a cloud suite's AWS profile (default: AWS_PROFILE)")
     cluster = commands.add_parser(
         "cluster",
         help="a compose cluster that waits for your own drivers: up, down, logs",
@@ -135,37 +166,33 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="passed to the job as hyperparameters (same keys as train --set)",
     )
-    train.add_argument("--instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
-    train.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
-    train.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
-    train.add_argument("--cpu-instances", type=int, default=0, help="hosts in the CPU rollout group")
-    train.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
-    train.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
-    train.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
-    train.add_argument(
-        "--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S, help="seconds of training at most (default %(default)s)"
-    )
-    train.add_argument(
-        "--max-wait", type=int, help="spot: seconds of training + waiting for capacity (default 2 x --max-run)"
-    )
-    train.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")
-    train.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
-    train.add_argument("--role", help=f"SageMaker execution role, ARN or name (default: ${cloud.ROLE_ENV})")
-    train.add_argument("--bucket", help=f"S3 bucket for checkpoints, events, model (default: ${cloud.BUCKET_ENV})")
-    train.add_argument("--prefix", default=cloud.DEFAULT_PREFIX, help="S3 key prefix (default: %(default)s)")
+    add_job_arguments(train)
     train.add_argument("--job-name", help="default: procgen-rl-<experiment>-<UTC timestamp>")
-    train.add_argument(
-        "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="a tag on the job (repeatable)"
-    )
-    train.add_argument("--image", help="local image to push (default: procgen-rl:<version>-cpu|gpu by instance type)")
-    train.add_argument("--repository", default=cloud.DEFAULT_REPOSITORY, help="ECR repository (default: %(default)s)")
-    train.add_argument(
-        "--registry",
-        help=f"push to this registry instead of ECR's (default: ${cloud.REGISTRY_ENV}; for mirrors and tests)",
-    )
     train.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     train.add_argument(
         "--dry-run", action="store_true", help="print the CreateTrainingJob request; push and start nothing"
+    )
+    benchmark = actions.add_parser(
+        "benchmark",
+        help="a suite's cells as SageMaker training jobs, a few at a time, followed until all end",
+        description="Push the image once, then start each cell of SUITE (docs/benchmarks.md) as one training "
+        "job like `cloud train` (its overrides as hyperparameters), at most --max-concurrent at once, and "
+        "follow them until all have ended. The suite directory's jobs.json names each cell's job: a rerun "
+        "with --dir follows running jobs, skips completed ones and restarts failed ones; `procgen-rl report "
+        "DIR` fetches the runs from S3.",
+    )
+    benchmark.add_argument("suite", help="suite YAML whose experiment is under experiments/ (the image holds a copy)")
+    benchmark.add_argument("--dir", help="suite directory (default: $RESULTS_DIR/<suite>-<timestamp>)")
+    benchmark.add_argument(
+        "--max-concurrent", type=int, default=2, help="jobs running at once: your account's quota (default 2)"
+    )
+    benchmark.add_argument(
+        "--poll", type=float, default=60.0, help="seconds between DescribeTrainingJob calls (default 60)"
+    )
+    add_job_arguments(benchmark)
+    benchmark.add_argument("--image-uri", help="an image already in the registry: run it, push nothing")
+    benchmark.add_argument(
+        "--dry-run", action="store_true", help="print each cell's job name and hyperparameters; start nothing"
     )
     fetch = actions.add_parser(
         "fetch",
@@ -179,12 +206,43 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
 
 
-def run_cloud_train(args: argparse.Namespace) -> None:
-    from procgen_rl.config import load_experiment, parse_set_args
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how a SageMaker job runs: `cloud train` and `cloud benchmark` take the same."""
     from procgen_rl.launchers import cloud
 
-    overrides = parse_set_args(args.overrides)
-    job = Job(load_experiment(args.experiment, overrides), args.experiment, overrides, run=None)
+    parser.add_argument("--instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
+    parser.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
+    parser.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
+    parser.add_argument("--cpu-instances", type=int, default=0, help="hosts in the CPU rollout group")
+    parser.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
+    parser.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
+    parser.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
+    parser.add_argument(
+        "--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S, help="seconds of training at most (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-wait", type=int, help="spot: seconds of training + waiting for capacity (default 2 x --max-run)"
+    )
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)")
+    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+    parser.add_argument("--role", help=f"SageMaker execution role, ARN or name (default: ${cloud.ROLE_ENV})")
+    parser.add_argument("--bucket", help=f"S3 bucket for checkpoints, events, model (default: ${cloud.BUCKET_ENV})")
+    parser.add_argument("--prefix", default=cloud.DEFAULT_PREFIX, help="S3 key prefix (default: %(default)s)")
+    parser.add_argument(
+        "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="a tag on the job (repeatable)"
+    )
+    parser.add_argument("--image", help="local image to push (default: procgen-rl:<version>-cpu|gpu by instance type)")
+    parser.add_argument("--repository", default=cloud.DEFAULT_REPOSITORY, help="ECR repository (default: %(default)s)")
+    parser.add_argument(
+        "--registry",
+        help=f"push to this registry instead of ECR's (default: ${cloud.REGISTRY_ENV}; for mirrors and tests)",
+    )
+
+
+def cloud_options(args: argparse.Namespace, **command: Any) -> CloudOptions:
+    """The options `add_job_arguments` parsed, plus the command's own (`command`)."""
+    from procgen_rl.launchers import cloud
+
     tags = dict(tag.partition("=")[::2] for tag in args.tags)
     if "" in tags or any("=" not in tag for tag in args.tags):
         raise UserError(f"--tag: expected KEY=VALUE, got {' '.join(args.tags)}")
@@ -196,7 +254,7 @@ def run_cloud_train(args: argparse.Namespace) -> None:
         args.gpu_instance_type,
         args.cpu_instance_type,
     )
-    options = cloud.CloudOptions(
+    return cloud.CloudOptions(
         groups,
         region=args.region,
         profile=args.profile,
@@ -207,13 +265,49 @@ def run_cloud_train(args: argparse.Namespace) -> None:
         max_run=args.max_run,
         max_wait=args.max_wait,
         tags=tags,
-        name=args.job_name,
         image=args.image,
         repository=args.repository,
         registry=args.registry,
-        wait=args.wait,
         dry_run=args.dry_run,
+        **command,
     )
+
+
+def run_cloud_benchmark(args: argparse.Namespace) -> int:
+    from procgen_rl.launchers import cloud_suite
+    from procgen_rl.suite import load_suite, new_directory
+
+    suite = load_suite(args.suite)
+    directory = Path(args.dir) if args.dir else new_directory(suite)
+    options = cloud_options(args, image_uri=args.image_uri)
+    try:
+        statuses = cloud_suite.run(suite, directory, options, args.max_concurrent, args.poll)
+    except KeyboardInterrupt:
+        print(
+            f"\nStopped following; started jobs go on in SageMaker. Follow them again: "
+            f"procgen-rl cloud benchmark {args.suite} --dir {directory}",
+            file=sys.stderr,
+        )
+        return 130
+    if args.dry_run:
+        print(f"\nDry run: nothing pushed or started; {len(statuses)} jobs would start.")
+        return 0
+    completed = sum(state == "Completed" for state in statuses.values())
+    print(f"\nSuite {suite.name}: {completed} of {len(statuses)} jobs completed, in {directory}")
+    for cell, state in statuses.items():
+        if state != "Completed":
+            print(f"  {cell}: {state}")
+    print(f"Report: procgen-rl report {directory}   (fetches each cell's run from S3)")
+    return 0 if completed == len(statuses) else 1
+
+
+def run_cloud_train(args: argparse.Namespace) -> None:
+    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.launchers import cloud
+
+    overrides = parse_set_args(args.overrides)
+    job = Job(load_experiment(args.experiment, overrides), args.experiment, overrides, run=None)
+    options = cloud_options(args, name=args.job_name, wait=args.wait)
     submitted = cloud.launch(job, options)
     spec = submitted.spec
     if args.dry_run:
@@ -243,8 +337,10 @@ def run_cloud_fetch(args: argparse.Namespace) -> None:
     print(f"Model: {fetched.model or 'not yet (the job writes it when it ends)'}")
 
 
-def run_cloud(args: argparse.Namespace) -> None:
-    {"train": run_cloud_train, "fetch": run_cloud_fetch}[args.cloud_command](args)
+def run_cloud(args: argparse.Namespace) -> int | None:
+    return {"train": run_cloud_train, "benchmark": run_cloud_benchmark, "fetch": run_cloud_fetch}[args.cloud_command](
+        args
+    )
 
 
 def resolve_run(args: argparse.Namespace) -> Job:
@@ -323,6 +419,61 @@ def print_summary(outcome: Outcome, experiment: Experiment, backend: str) -> Non
     )
 
 
+def run_benchmark(args: argparse.Namespace) -> int:
+    from procgen_rl.launchers import tune_suite
+    from procgen_rl.suite import load_suite, new_directory
+
+    suite = load_suite(args.suite)
+    directory = Path(args.dir) if args.dir else new_directory(suite)
+    outcomes = tune_suite.run(suite, directory, args.max_concurrent)
+    done = sum(outcome.finished for outcome in outcomes)
+    print(f"\nSuite {suite.name}: {done} of {len(outcomes)} cells finished in {directory}")
+    for outcome in outcomes:
+        left = "" if outcome.finished else ", not finished"
+        error = f"; {outcome.error}" if outcome.error else ""
+        print(f"  {outcome.cell.cell.name:32s} {cell_progress(outcome.cell.run)}{left}{error}")
+    print(f"Report:   procgen-rl report {directory}")
+    if done < len(outcomes):
+        print(f"Continue: procgen-rl benchmark {args.suite} --dir {directory}")
+        return 1
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from procgen_rl.launchers.cloud_suite import JOBS_FILE, fetch
+    from procgen_rl.report import interval, write
+
+    directories = [Path(d) for d in args.dirs]
+    fetched = []
+    for directory in directories:
+        if (directory / JOBS_FILE).is_file():  # a cloud suite: its runs are in S3
+            print(f"{directory}: fetching each cell's run from S3", flush=True)
+            fetched += fetch(directory, args.region, args.profile)
+    path, scores, notes = write(directories, Path(args.out) if args.out else None, fetched)
+    for note in notes:
+        print(f"left out: {note}")
+    print(f"{scores['runs']} runs of {len(scores['games'])} games; normalized scores over games (95% intervals):")
+    for variant, splits in scores["aggregates"].items():
+        for split, row in splits.items():
+            print(
+                f"  {variant:24s} {split:5s} " + "  ".join(f"{k} {interval(row[k])}" for k in ("mean", "median", "IQM"))
+            )
+    print(f"Report: {path} (scores.json and curves-<game>.png beside it)")
+
+
+def cell_progress(run: RunDir) -> str:
+    """`2 iterations, 1,038 env steps` from its last clean stop or its newest checkpoint."""
+    from procgen_rl.run_dir import STATE_FILE
+
+    latest = run.latest_checkpoint()
+    source = run.stopped_path if run.stopped_path.is_file() else latest / STATE_FILE if latest else None
+    if source is None:
+        return "no checkpoint yet"
+    state = json.loads(source.read_text())
+    iterations = state["iteration"]
+    return f"{iterations} iteration{'s' * (iterations != 1)}, {state['timesteps_total']:,} env steps"
+
+
 def run_cluster(args: argparse.Namespace) -> None:
     from procgen_rl.launchers import compose
     from procgen_rl.launchers.docker_engine import check_docker
@@ -381,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": run_train,
         "rollout": run_rollout,
+        "benchmark": run_benchmark,
+        "report": run_report,
         "cluster": run_cluster,
         "node": run_node,
         "cloud": run_cloud,

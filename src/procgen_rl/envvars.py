@@ -16,6 +16,9 @@ IMAGE = "PROCGEN_RL_IMAGE"
 RAY_ADDRESS = "RAY_ADDRESS"
 RAY_AUTH_TOKEN = "RAY_AUTH_TOKEN"
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
+# Ray Tune (a benchmark suite): trials keep the working directory; log lines of trials are not merged.
+RAY_CHDIR_TO_TRIAL_DIR = "RAY_CHDIR_TO_TRIAL_DIR"
+RAY_DEDUP_LOGS = "RAY_DEDUP_LOGS"
 # SageMaker: the /opt/ml root (movable for tests), and the script the training toolkit runs.
 SAGEMAKER_BASE_DIR = "SAGEMAKER_BASE_DIR"
 SAGEMAKER_PROGRAM = "SAGEMAKER_PROGRAM"

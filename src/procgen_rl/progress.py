@@ -20,6 +20,13 @@ REPORT_EVERY_S = 5.0
 HEARTBEAT_S = 15.0
 
 
+def board_name() -> str:
+    """The board of this process's run. The trials of a benchmark suite train side by side on one
+    Ray, each in its own placement group, which its env runners and learners share."""
+    group = ray.util.get_current_placement_group()
+    return f"{BOARD_NAME}-{group.id.hex()}" if group else BOARD_NAME
+
+
 @ray.remote(num_cpus=0)
 class ProgressBoard:
     """This iteration's counts, as the runners and learners last reported them."""
@@ -57,7 +64,7 @@ class ProgressReporter:
         if not self._looked_up:
             self._looked_up = True
             try:
-                self._board = ray.get_actor(BOARD_NAME)
+                self._board = ray.get_actor(board_name())
             except ValueError:  # no board: a test or a benchmark outside the trainer
                 self._board = None
         return self._board
@@ -83,7 +90,7 @@ class Heartbeat:
         self.batch_size = batch_size
         self.iteration, self.started = 0, time.monotonic()
         self._stop = threading.Event()
-        self._board = ProgressBoard.options(name=BOARD_NAME, get_if_exists=True).remote()  # type: ignore[attr-defined]
+        self._board = ProgressBoard.options(name=board_name(), get_if_exists=True).remote()  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="procgen-rl-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -31,7 +32,10 @@ class TwoStageStop:
         self.received: str | None = None
 
     def __enter__(self) -> TwoStageStop:
-        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        # Python delivers signals to the main thread only; a run trained in another thread (a
+        # Tune trial's) is stopped by whoever owns that thread.
+        main = threading.current_thread() is threading.main_thread()
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS} if main else {}
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

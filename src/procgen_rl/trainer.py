@@ -18,12 +18,14 @@ again, so the iteration trains on more than its batch (docs/architecture.md#step
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from procgen_rl.quiet import silence_library_banners
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state
 from procgen_rl.signals import TwoStageStop
+
+IterationHook = Callable[[dict[str, float]], None]
 
 
 @dataclass
@@ -258,15 +262,26 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     wait until `nodes` nodes are alive, so every host gets its env runners.
 
     A local Ray is one host: it gets an env runner slot per runner, so `spread_env_runners`
-    means the same there as on a cluster whose launcher gave each host its slots.
+    means the same there as on a cluster whose launcher gave each host its slots. Inside a Ray
+    worker (a benchmark suite's Tune trial) Ray is already up and the trial's owner sized it.
     """
+    import ray
+
+    if ray.is_initialized():
+        return
+    start_ray(max(1, experiment.resources.num_env_runners))
+    if nodes > 1:
+        wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
+
+
+def start_ray(slots: int) -> None:
+    """Join RAY_ADDRESS's cluster, else start a local Ray offering `slots` env runner slots."""
     import ray
 
     address = os.environ.get(envvars.RAY_ADDRESS)
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
-        slots = max(1, experiment.resources.num_env_runners)
         ray.init(
             address="local",
             include_dashboard=False,
@@ -274,8 +289,6 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
             logging_level=logging.WARNING,
             resources={ENV_RUNNER_SLOT: slots},
         )
-    if nodes > 1:
-        wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -312,11 +325,14 @@ def wait_for_nodes(count: int, timeout_s: float) -> None:
     print(f"Ray cluster: {count} nodes joined", flush=True)
 
 
-def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> TrainOutcome:
+def train(
+    experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1, on_iteration: IterationHook | None = None
+) -> TrainOutcome:
     """Train until a stop limit or a signal; returns the final state and checkpoint.
 
     The run is locked first, so a second trainer of it fails at once. `nodes`: the Ray nodes
-    to wait for before building the algorithm (a multi-host job).
+    to wait for before building the algorithm (a multi-host job). `on_iteration` gets each
+    iteration's metrics (a benchmark suite reports them to Ray Tune).
     """
     with run.lock():
         config = build_algorithm_config(experiment)  # user errors surface here, before Ray starts
@@ -324,7 +340,7 @@ def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> 
         if resume and checkpoint is None:
             raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
         state = load_state(checkpoint) if checkpoint else TrainState()
-        outcome = _train_locked(experiment, run, config, checkpoint, state, nodes)
+        outcome = _train_locked(experiment, run, config, checkpoint, state, nodes, on_iteration)
     run.stopped_path.write_text(
         json.dumps(
             {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}, indent=2
@@ -333,15 +349,21 @@ def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> 
     return outcome
 
 
-def train_run_dir(path: Path, nodes: int = 1) -> TrainOutcome:
+def train_run_dir(path: Path, nodes: int = 1, on_iteration: IterationHook | None = None) -> TrainOutcome:
     """Train the experiment a launcher wrote to `path`/config.yaml: resume when it has checkpoints."""
     run = RunDir(path)
     experiment = load_experiment(run.config_path)
-    return train(experiment, run, resume=bool(run.checkpoints()), nodes=nodes)
+    return train(experiment, run, resume=bool(run.checkpoints()), nodes=nodes, on_iteration=on_iteration)
 
 
 def _train_locked(
-    experiment: Experiment, run: RunDir, config: Any, checkpoint: Any, state: TrainState, nodes: int
+    experiment: Experiment,
+    run: RunDir,
+    config: Any,
+    checkpoint: Any,
+    state: TrainState,
+    nodes: int,
+    on_iteration: IterationHook | None,
 ) -> TrainOutcome:
     from procgen_rl.progress import Heartbeat  # a Ray actor: imports Ray
 
@@ -390,6 +412,8 @@ def _train_locked(
                     metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, steps_trained / seconds)
                 )
                 reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
+                if on_iteration:
+                    on_iteration(metrics)
                 healthy = report_env_runner_health(algo, experiment, healthy)
                 reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency
@@ -398,4 +422,8 @@ def _train_locked(
     finally:
         reporter.close()
         algo.stop()
+        # RLlib's Algorithm is a Tune Trainable: built outside Tune it makes itself a log
+        # directory in ~/ray_results that nothing writes to (the run directory has it all).
+        with contextlib.suppress(OSError):
+            os.rmdir(algo.logdir)
     return TrainOutcome(state, str(last_saved), reason)

@@ -94,8 +94,12 @@ class JobSpec:
 
     @property
     def variant(self) -> str:
-        """One image per job: the GPU image when any group has GPUs (it runs on CPU hosts too)."""
-        return "gpu" if any(group.gpu for group in self.groups) else "cpu"
+        return image_variant(self.groups)
+
+
+def image_variant(groups: tuple[InstanceGroup, ...]) -> str:
+    """One image per job: the GPU image when any group has GPUs (it runs on CPU hosts too)."""
+    return "gpu" if any(group.gpu for group in groups) else "cpu"
 
 
 def instance_groups(
@@ -264,6 +268,19 @@ def push_image(session: Any, image: str, remote: str, repository: str, auth: dic
         raise UserError(f"docker push {remote} failed; its output is above")
 
 
+def publish_image(session: Any, options: CloudOptions, variant: str) -> str:
+    """Push the local image (`variant`: cpu or gpu, unless options.image names one) to the
+    registry, except on a dry run; return its URI there."""
+    image = options.image or local_image(variant)
+    check_docker(image, build_command(variant), hint=" (the image is pushed from it)")
+    with aws_errors():
+        registry = options.registry or os.environ.get(REGISTRY_ENV)
+        remote, auth = remote_image(session, image, options.repository, registry)
+        if not options.dry_run:
+            push_image(session, image, remote, options.repository, auth)
+    return remote
+
+
 # --- the job ------------------------------------------------------------------------------------
 
 
@@ -402,6 +419,7 @@ class CloudOptions:
     tags: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     image: str | None = None
+    image_uri: str | None = None  # an image already in the registry: nothing is pushed
     repository: str = DEFAULT_REPOSITORY
     registry: str | None = None
     wait: bool = False
@@ -440,13 +458,8 @@ def launch(job: Job, options: CloudOptions) -> Submitted:
     session = aws_session(options.region, options.profile)
     with aws_errors():
         check_bucket(session, spec.bucket)
-    image = options.image or local_image(spec.variant)
-    check_docker(image, build_command(spec.variant), hint=" (the image is pushed from it)")
+    remote = options.image_uri or publish_image(session, options, spec.variant)
     with aws_errors():
-        registry = options.registry or os.environ.get(REGISTRY_ENV)
-        remote, auth = remote_image(session, image, options.repository, registry)
-        if not options.dry_run:
-            push_image(session, image, remote, options.repository, auth)
         kwargs = estimator_kwargs(spec, remote, role, common)
         if not options.dry_run:
             print(f"starting training job {spec.summary}\nrun: {spec.run_uri}", flush=True)
@@ -470,9 +483,9 @@ class Fetched:
     model: Path | None
 
 
-def fetch_run(session: Any, run_uri: str, target: Path, need_model: bool = False) -> Fetched:
-    """Sync RUN/tensorboard/ into target/run (new or resized files only) and unpack the final
-    model into target/model when the job has written it."""
+def fetch_run(session: Any, run_uri: str, target: Path, need_model: bool = False, model: bool = True) -> Fetched:
+    """Sync RUN/tensorboard/ into target/run (new or resized files only) and, with `model`, unpack
+    the final model into target/model when the job has written it."""
     from botocore.exceptions import ClientError
 
     bucket, key = parse_s3_uri(run_uri)
@@ -488,6 +501,10 @@ def fetch_run(session: Any, run_uri: str, target: Path, need_model: bool = False
             local.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, item["Key"], str(local))
             copied += 1
+    if not model:
+        if not seen:
+            raise UserError(f"{run_uri}: nothing under tensorboard/ yet (the job writes it once training starts)")
+        return Fetched(run, copied, None)
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "model.tar.gz"
     model_key = f"{key}/output/model.tar.gz" if key else "output/model.tar.gz"
