@@ -391,7 +391,7 @@ def test_heterogeneous_spot_job_configuration(aws, repo, monkeypatch):
     hyperparameters = {key: decode_hyperparameter(value) for key, value in job["HyperParameters"].items()}
     assert hyperparameters == {"experiment": "experiments/smoke.yaml", **overrides}
     monkeypatch.chdir(repo)
-    experiment, _ = job_experiment(hyperparameters, hosts=4)
+    experiment, _ = job_experiment(hyperparameters, cloud.resource_config(groups))
     assert experiment.env_config.env_name == "starpilot" and experiment.algorithm.normalize_reward is False
     # moto replaces MetricDefinitions and drops Environment: the request the SDK sent has them.
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == cloud.metric_definitions()
