@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as train --set"
     )
-    add_instance_arguments(plan, None, "default: this machine")
+    add_instance_arguments(plan, None, "a SageMaker instance type, e.g. ml.p3.2xlarge (default: this machine)")
     plan.add_argument(
         "--all-instance-types",
         action="store_true",
