@@ -218,7 +218,8 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
 
     A local Ray is one host: it gets an env runner slot per runner, so `spread_env_runners`
     means the same there as on a cluster whose launcher gave each host its slots, and the CPUs the
-    layout counted (procgen_rl.layout.usable_cpus).
+    layout counted (procgen_rl.layout.usable_cpus), at least those the runners reserve (a host
+    smaller than the instance type its job planned with runs them crowded instead of waiting).
     """
     import ray
 
@@ -226,13 +227,14 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
-        slots = max(1, experiment.resources.num_env_runners)
+        res = experiment.resources
+        slots = max(1, res.num_env_runners)
         ray.init(
             address="local",
             include_dashboard=False,
             log_to_driver=True,
             logging_level=logging.WARNING,
-            num_cpus=usable_cpus(),
+            num_cpus=max(usable_cpus(), res.num_env_runners * res.num_cpus_per_env_runner),
             resources={ENV_RUNNER_SLOT: slots},
         )
     if nodes > 1:

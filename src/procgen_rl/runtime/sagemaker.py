@@ -277,7 +277,7 @@ def train_head(env: TrainingEnv, experiment: Experiment, slots: int) -> None:
     run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
     run.write_config(experiment)
     if len(env.hosts) > 1:
-        ray_nodes.start_head(slots)
+        ray_nodes.start_head(slots, slots * experiment.resources.num_cpus_per_env_runner)
     checkpoint = run.latest_checkpoint()
     if checkpoint:
         print(f"resuming from {checkpoint} (SageMaker restored /opt/ml/checkpoints)", flush=True)
@@ -305,7 +305,7 @@ def main() -> int:
                 print(f"{env.current_host}: no GPU visible here: the env runners infer on the CPU", flush=True)
             train_head(env, experiment, slots)
         else:
-            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
+            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S, slots * experiment.resources.num_cpus_per_env_runner)
         return 0
     except UserError as err:
         reason, code = f"error: {err}", 2
