@@ -582,4 +582,6 @@ def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
         assert result.returncode == 0, result.stderr[-3000:]
         request = json.loads(result.stdout[: result.stdout.index("\nDry run:")])
         assert f"/procgen-rl:{__version__}-gpu-" in request["AlgorithmSpecification"]["TrainingImage"]
+        # the layout its host will choose, as `procgen-rl plan` prints it: 8 envs, one GPU runner
+        assert "algo-1 (ml.p3.2xlarge: 8 CPUs, 1 GPU of 16 GiB): learner, 1 env runner" in result.stdout
         assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
