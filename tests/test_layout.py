@@ -182,7 +182,7 @@ def test_plan_for_every_listed_instance_type(capsys, instance_type):
     runners, envs = map(int, re.search(r"(\d+) env runners? x (\d+) envs", out).groups())
     assert runners * envs == 64
     assert ("inference on a GPU" in out) == bool(kind.gpus)
-    learner = "the GPU (auto: where one is visible)" if kind.gpus else "cpu"
+    learner = "the GPU (auto: where the run sees one)" if kind.gpus else "cpu"
     assert f"learner on {learner} with {kind.vcpus} torch threads" in out
 
 

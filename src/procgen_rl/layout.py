@@ -151,7 +151,9 @@ class Layout:
 
     def summary(self) -> str:
         """What every runner and the learner do, in one line."""
-        device = "the GPU (auto: where one is visible)" if self.learner_device == "auto" else self.learner_device
+        device = self.learner_device
+        if device == "auto":
+            device = "the GPU (auto: where the run sees one)" if self.learner.gpus else "cpu (auto)"
         threads = (
             f"{self.learner_threads} torch thread{'s' * (self.learner_threads != 1)}"
             if self.learner_threads
