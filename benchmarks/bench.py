@@ -75,12 +75,14 @@ def main() -> None:
 
     import records
     from lean_ppo import Args, train
-    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.config import parse_set_args, read_experiment
     from procgen_rl.envs import ProcgenVectorEnv
+    from procgen_rl.layout import place_on_this_machine
     from procgen_rl.models.impala_cnn import CUDAGraphForward, ImpalaCNNNet
-    from procgen_rl.trainer import build_algorithm_config, init_ray, sampled
+    from procgen_rl.trainer import build_algorithm_config, init_ray, sampled, use_learner_threads
 
-    experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
+    experiment, explicit = read_experiment(args.experiment, parse_set_args(args.overrides))
+    layout = place_on_this_machine(experiment, explicit)  # as `procgen-rl train --backend native` places it
     algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
     commit, dirty = records.git_commit()
     machine = records.hardware()
@@ -89,7 +91,14 @@ def main() -> None:
         f"{machine['cores']} cores | torch {torch.__version__} threads {torch.get_num_threads()} | "
         f"GPUs {', '.join(machine['gpus']) or 'none'}"
     )
-    figures: dict = {"envs_per_runner": num_envs, "torch_threads": torch.get_num_threads(), "phases": {}}
+    print(layout.describe())
+    use_learner_threads(experiment)  # the learner trains in this process, as in a native run
+    figures: dict = {
+        "envs_per_runner": num_envs,
+        "torch_threads": torch.get_num_threads(),
+        "layout": layout.describe(),
+        "phases": {},
+    }
     print(
         f"algorithm {algo_cfg.name}: {algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "
         f"{algo_cfg.update_epochs} epochs, {algo_cfg.num_minibatches} minibatches, "

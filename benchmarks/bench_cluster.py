@@ -1,10 +1,11 @@
 """Sampling throughput of the compose cluster for several worker counts, in env steps per second.
 
 For each WORKERS value it starts a fresh cluster (ray-head + WORKERS ray-worker containers of the
-image), runs one env runner per worker (on the head when WORKERS=0) with the experiment's env
-runner size, samples in parallel for --seconds, and prints the rate. Learning is left out: this
-measures how sampling grows with containers. On a machine with fewer cores than env runners the
-runners share CPUs, so the figures flatten; the output says how many cores there were.
+image, each limited to its share of this machine's CPUs), places the experiment's env runners as
+`procgen-rl train --backend compose` does (procgen_rl.layout, on the head when WORKERS=0),
+samples on all of them in parallel for --seconds, and prints the layout and the rate. Learning is
+left out: this measures how sampling grows with containers; the output says how many cores there
+were.
 
 Usage: python benchmarks/bench_cluster.py experiments/ppo-8m.yaml --workers 0 1 2 [--seconds 30]
 (`make bench-cluster`). Prints figures and writes one record per WORKERS value into
@@ -24,18 +25,16 @@ RESULT_PREFIX = "[bench-cluster] "
 SAMPLE_STEPS_PER_ENV = 16  # per sample() call and env
 
 
-def measure(experiment_path: str, runners: int, seconds: float) -> None:
-    """Inside the head: time parallel sample() calls on every remote env runner."""
+def measure(experiment_path: str, layout: list[str], seconds: float) -> None:
+    """Inside the head: time parallel sample() calls on every remote env runner of the host's `layout`
+    (--set items)."""
     import ray
 
-    from procgen_rl.config import load_experiment
+    from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.trainer import build_algorithm_config, init_ray
 
-    experiment = load_experiment(experiment_path, {})
-    per_runner = experiment.num_envs_per_env_runner
-    experiment.resources.num_env_runners = runners
-    experiment.algorithm.num_envs = per_runner * runners
-    experiment.resources.spread_env_runners = True
+    experiment = load_experiment(experiment_path, parse_set_args(layout))
+    per_runner, runners = experiment.num_envs_per_env_runner, experiment.resources.num_env_runners
     init_ray(experiment)
     algo = build_algorithm_config(experiment).build_algo()
     chunk = per_runner * SAMPLE_STEPS_PER_ENV  # short calls, so --seconds bounds the measurement
@@ -66,18 +65,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--image", default=None, help="default: the CPU image of this version")
-    parser.add_argument("--measure-runners", type=int, help=argparse.SUPPRESS)  # the head's driver mode
+    parser.add_argument("--measure", nargs="*", help=argparse.SUPPRESS)  # the head's driver mode, with the layout
     args = parser.parse_args()
-    if args.measure_runners is not None:
-        measure(args.experiment, args.measure_runners, args.seconds)
+    if args.measure is not None:
+        measure(args.experiment, args.measure, args.seconds)
         return
 
     import subprocess
 
     import records
+    from procgen_rl.config import read_experiment
     from procgen_rl.launchers import DEFAULT_IMAGE
-    from procgen_rl.launchers.compose import Cluster
+    from procgen_rl.launchers.compose import Cluster, cluster_hosts, cluster_slots, worker_cpus
     from procgen_rl.launchers.docker_engine import check_docker
+    from procgen_rl.layout import place
 
     image = args.image or DEFAULT_IMAGE
     check_docker(image)
@@ -87,17 +88,26 @@ def main() -> None:
         flush=True,
     )
     for workers in args.workers:
-        runners = max(1, workers)
+        experiment, explicit = read_experiment(args.experiment)
+        cpus = worker_cpus(workers, None)
+        head, samplers = cluster_hosts(workers, cpus)
+        layout = place(experiment, explicit, head, samplers, f"WORKERS={workers}", spread=True)
+        print(f"WORKERS={workers}: {layout.describe()}", flush=True)
+        res = experiment.resources
         driver = [
             "python",
             str(Path(__file__).resolve()),
             str(Path(args.experiment).resolve()),
-            "--measure-runners",
-            str(runners),
             "--seconds",
             str(args.seconds),
+            "--measure",
+            "resources.layout=manual",
+            f"resources.num_env_runners={res.num_env_runners}",
+            f"resources.num_cpus_per_env_runner={res.num_cpus_per_env_runner}",
+            "resources.spread_env_runners=true",
         ]
-        cluster = Cluster(image, workers, worker_slots=1, head_slots=0 if workers else 1)
+        head_slots, worker_slots = cluster_slots(layout, workers)
+        cluster = Cluster(image, workers, worker_slots, head_slots, cpus=cpus)
         cluster.up()
         try:  # a driver attached to the waiting head, as `procgen-rl cluster up` describes
             head = cluster.container("ray-head")
@@ -122,6 +132,8 @@ def main() -> None:
                 "env_runners": r["runners"],
                 "envs_per_runner": r["envs_per_runner"],
                 "ray_nodes": r["nodes"],
+                "worker_cpus": cpus,
+                "layout": layout.describe(),
                 "seconds": args.seconds,
                 "image": image,
             },

@@ -20,7 +20,8 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import CONNECTOR_PIPELINE_TIMER, ENV_TO_MODULE_CONNECTOR, MODULE_TO_ENV_CONNECTOR
 
 import records
-from procgen_rl.config import load_experiment, parse_set_args
+from procgen_rl.config import parse_set_args, read_experiment
+from procgen_rl.layout import place_on_this_machine
 from procgen_rl.trainer import build_algorithm_config
 
 
@@ -31,7 +32,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="fragments sampled by each runner, alternating")
     args = parser.parse_args()
 
-    experiment = load_experiment(args.experiment, parse_set_args(args.overrides))
+    experiment, explicit = read_experiment(args.experiment, parse_set_args(args.overrides))
+    place_on_this_machine(experiment, explicit)  # a runner's envs as a native run has them
     ours = build_algorithm_config(experiment)
     # RLlib's pipelines at their fastest for Discrete actions: no unsquashing or clipping.
     defaults = (

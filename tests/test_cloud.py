@@ -397,7 +397,7 @@ def test_heterogeneous_spot_job_configuration(aws, repo, monkeypatch):
     hyperparameters = {key: decode_hyperparameter(value) for key, value in job["HyperParameters"].items()}
     assert hyperparameters == {"experiment": "experiments/smoke.yaml", **overrides}
     monkeypatch.chdir(repo)
-    experiment, _ = job_experiment(hyperparameters, hosts=4)
+    experiment, _ = job_experiment(hyperparameters, cloud.resource_config(groups))
     assert experiment.env_config.env_name == "starpilot" and experiment.algorithm.normalize_reward is False
     # moto replaces MetricDefinitions and drops Environment: the request the SDK sent has them.
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == cloud.metric_definitions()
@@ -694,6 +694,8 @@ def test_dry_run_picks_the_gpu_image_for_a_gpu_instance_type(aws, registry):
         assert result.returncode == 0, result.stderr[-3000:]
         request = json.loads(result.stdout[: result.stdout.index("\nDry run:")])
         assert f"/procgen-rl:{__version__}-gpu-" in request["AlgorithmSpecification"]["TrainingImage"]
+        # the layout its host will choose, as `procgen-rl plan` prints it: 8 envs, one GPU runner
+        assert "algo-1 (ml.p3.2xlarge: 8 CPUs, 1 GPU of 16 GiB): learner, 1 env runner" in result.stdout
         assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
 
 

@@ -6,41 +6,62 @@ import sys
 
 import pytest
 
-from procgen_rl.config import load_experiment
-from procgen_rl.errors import ConfigError
-from procgen_rl.launchers.compose import cluster_slots
+from procgen_rl.config import read_experiment
+from procgen_rl.errors import ConfigError, UserError
+from procgen_rl.launchers import Job, LaunchOptions
+from procgen_rl.launchers.compose import cluster_slots, place, worker_cpus
+from procgen_rl.layout import usable_cpus
 from procgen_rl.run_dir import STATE_FILE, STOPPED_FILE, RunDir, interrupted_run
 
 RUNNERS = "resources.num_env_runners"
 
 
-def experiment(**overrides):
-    return load_experiment("experiments/smoke.yaml", overrides)
+def job(**overrides):
+    experiment, explicit = read_experiment("experiments/smoke.yaml", overrides)
+    return Job(experiment, "experiments/smoke.yaml", overrides, explicit, run=None)
 
 
 def test_without_workers_the_head_holds_the_runners():
-    exp = experiment(**{"resources.num_env_runners": 2})
-    assert cluster_slots(exp, workers=0, overrides={RUNNERS: 2}) == (2, 0)
-    assert cluster_slots(experiment(), workers=0, overrides={}) == (1, 0)
+    two = job(**{RUNNERS: 2})
+    assert cluster_slots(place(two, LaunchOptions(workers=0)), workers=0) == (2, 0)
+    assert two.experiment.resources.num_env_runners == 2 and not two.experiment.resources.spread_env_runners
 
 
-def test_one_runner_per_worker_unless_set():
-    exp = experiment()
-    assert cluster_slots(exp, workers=4, overrides={}) == (0, 1)
-    assert exp.resources.num_env_runners == 4 and exp.resources.spread_env_runners
+def test_each_worker_gets_runners_for_its_cpu_limit_unless_set():
+    one_cpu = job()
+    layout = place(one_cpu, LaunchOptions(workers=4, worker_cpus=1))
+    assert cluster_slots(layout, workers=4) == (0, 1)  # 8 envs: 4 runners of 2, one per worker
+    resources = one_cpu.experiment.resources
+    assert (resources.num_env_runners, resources.num_cpus_per_env_runner, resources.spread_env_runners) == (4, 1, True)
+    two_cpus = job(**{"algorithm.num_envs": 16})
+    layout = place(two_cpus, LaunchOptions(workers=2, worker_cpus=2.5))
+    assert cluster_slots(layout, workers=2) == (0, 2)  # 2.5 CPUs hold 2 runners of 1 CPU
+    assert [spec.cpus for spec in layout.samplers] == [2, 2] and layout.envs_per_env_runner == 4
+
+
+def test_workers_share_this_machines_cpus_unless_told():
+    assert worker_cpus(2, None) == round(usable_cpus() / 2, 2)
+    assert worker_cpus(0, None) == usable_cpus() and worker_cpus(3, 1.5) == 1.5
+    with pytest.raises(UserError, match="--worker-cpus must be > 0, got 0"):
+        worker_cpus(2, 0)
 
 
 def test_workers_that_cannot_split_the_envs_fail_naming_workers():
     with pytest.raises(
-        ConfigError, match=r"^--workers 3 \(one env runner each\): 3 runners cannot split algorithm.num_envs=8"
+        ConfigError, match=r"^--workers 3: no env runner count from 3 \(one per host\) to 3 .* algorithm.num_envs=8"
     ):
-        cluster_slots(experiment(), workers=3, overrides={})
+        place(job(), LaunchOptions(workers=3, worker_cpus=1))
 
 
 def test_more_runners_than_workers_get_enough_slots():
-    exp = experiment(**{"resources.num_env_runners": 4})
-    assert cluster_slots(exp, workers=3, overrides={RUNNERS: 4}) == (0, 2)
-    assert exp.resources.num_env_runners == 4
+    four = job(**{RUNNERS: 4})
+    assert cluster_slots(place(four, LaunchOptions(workers=3, worker_cpus=2)), workers=3) == (0, 2)
+    assert four.experiment.resources.num_env_runners == 4
+
+
+def test_more_runners_than_the_workers_cpus_hold_fail_before_anything_starts():
+    with pytest.raises(ConfigError, match=r"^--workers 2: 2 env runners x 1 CPU need 2 CPUs on ray-worker-1"):
+        place(job(**{RUNNERS: 4}), LaunchOptions(workers=2, worker_cpus=1))
 
 
 def make_run(root, name, checkpoint=True, stopped=False):

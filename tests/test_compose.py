@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import CLI, IMAGE, REPO, run_cli
 from procgen_rl.config import experiment_to_dict, load_experiment
@@ -97,6 +98,44 @@ def test_head_and_two_workers_train_and_every_worker_samples(tmp_path):
         ).stdout.strip()
         == ""
     )  # torn down
+
+
+def test_workers_have_cpu_limits_and_their_runners_follow_them(tmp_path):
+    """`--worker-cpus 1`: Docker limits each worker to one CPU, the layout gives each worker one env
+    runner of one CPU (the smoke run's 8 envs: 2 runners x 4), each worker's Ray node offers one
+    CPU and one slot, both sample, and the run's config.yaml holds the layout."""
+    process = start_training(
+        tmp_path, SMOKE, "--workers", "2", "--worker-cpus", "1", "--set", "stop.timesteps_total=2048"
+    )
+    seen: list[str] = []
+    wait_for_line(process, r"\[metrics\] iteration=1 ", seen)
+    workers = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"name={PROJECT_NAME}-ray-worker"], capture_output=True, text=True
+    ).stdout.split()
+    limits = [
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{.HostConfig.NanoCpus}}", worker], capture_output=True, text=True
+        ).stdout.strip()
+        for worker in workers
+    ]
+    quotas = [
+        subprocess.run(
+            ["docker", "exec", worker, "cat", "/sys/fs/cgroup/cpu.max"], capture_output=True, text=True
+        ).stdout.split()[:1]
+        for worker in workers
+    ]
+    output = finish(process, seen)
+    assert process.returncode == 0, output[-5000:]
+    assert len(workers) == 2 and limits == ["1000000000"] * 2, limits
+    assert quotas == [["100000"]] * 2, quotas  # cgroup v2 cpu.max "100000 100000": one CPU
+    assert "layout auto: 2 env runners x 4 envs, 1 CPU and torch thread each, inference on the CPU" in output
+    assert "ray-worker-1 (container limit 1: 1 CPU): 1 env runner" in output
+    assert output.count("with 1 env runner slot(s)") == 2  # each worker joined with its one slot
+    run = only_run(tmp_path)
+    resources = yaml.safe_load((run / "config.yaml").read_text())["resources"]
+    assert (resources["layout"], resources["num_env_runners"], resources["num_cpus_per_env_runner"]) == ("auto", 2, 1)
+    steps = json.loads((run / "steps_by_host.json").read_text())
+    assert len(steps) == 2 and "ray-head" not in steps and all(n > 0 for n in steps.values()), steps
 
 
 def test_cluster_up_publishes_only_loopback_and_takes_an_attached_driver(tmp_path):

@@ -165,7 +165,7 @@ def test_out_of_range_values_name_source_key_value_and_range(key, value, message
             ),
         ),
         (
-            {"seed": 2**30},
+            {"seed": 2**30, "resources.num_env_runners": 2},
             (
                 "--set seed: 1073741824 gives env seeds beyond 2147483647 with 32 envs per runner and 2 "
                 "runners; at most 67108861 here"
@@ -179,7 +179,8 @@ def test_rules_across_settings(overrides, message):
 
 
 def test_largest_allowed_seeds_and_levels_are_valid():
-    e = load_experiment(REPO / "experiments/ppo-8m.yaml", {"seed": 67108861, "env_config.start_level": 2**31 - 201})
+    largest = {"seed": 67108861, "env_config.start_level": 2**31 - 201, "resources.num_env_runners": 2}
+    e = load_experiment(REPO / "experiments/ppo-8m.yaml", largest)
     assert (e.seed, e.env_config.start_level) == (67108861, 2**31 - 201)
     assert load_experiment(REPO / "experiments/ppo-8m.yaml", {"name": "coinrun_v2.1-a"}).name == "coinrun_v2.1-a"
 

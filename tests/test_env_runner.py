@@ -8,7 +8,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.metrics import EPISODE_LEN_MEAN, EPISODE_RETURN_MEAN, NUM_ENV_STEPS_SAMPLED
 
 from procgen_rl.config import load_experiment, parse_set_args
-from procgen_rl.env_runner import ProcgenEnvRunner
+from procgen_rl.env_runner import HostGPUEnvRunner, ProcgenEnvRunner
 from procgen_rl.trainer import build_algorithm_config
 
 pytestmark = pytest.mark.slow  # real RLlib env runners with Procgen and torch
@@ -76,3 +76,23 @@ def test_episode_hooks_run_only_where_a_callback_has_them():
         assert not runner.module.training  # eval mode, once, for good
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("runner_class", [ProcgenEnvRunner, HostGPUEnvRunner])
+def test_a_remote_runner_takes_its_threads_and_its_hosts_device(runner_class):
+    """A remote runner (worker_index 1) runs as many torch threads as CPUs Ray reserves for it; one
+    that infers on its host's GPU does so where a GPU is visible, else on the CPU."""
+    experiment = load_experiment(
+        "experiments/ppo-8m.yaml", parse_set_args([*SMALL, "resources.num_cpus_per_env_runner=2"])
+    )
+    threads = torch.get_num_threads()
+    runner = runner_class(config=build_algorithm_config(experiment), worker_index=1)
+    try:
+        assert torch.get_num_threads() == 2
+        on_gpu = runner_class is HostGPUEnvRunner and torch.cuda.is_available()
+        assert next(runner.module.parameters()).device.type == ("cuda" if on_gpu else "cpu")
+        episodes = runner.sample(num_timesteps=40)
+        assert sum(len(episode) for episode in episodes) >= 40
+    finally:
+        runner.stop()
+        torch.set_num_threads(threads)

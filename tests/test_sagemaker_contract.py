@@ -1,6 +1,7 @@
 """The SageMaker contract, against a temp /opt/ml tree (SAGEMAKER_BASE_DIR): no Docker, no Ray."""
 
 import json
+import os
 
 import pytest
 
@@ -14,6 +15,12 @@ def write_config(base, hyperparameters, resources):
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (config / "resourceconfig.json").write_text(json.dumps(resources))
+
+
+def job_experiment():
+    """The job's experiment and layout, as a host resolves them from /opt/ml."""
+    env = sagemaker.read_training_env()
+    return sagemaker.job_experiment(env.hyperparameters, env.resources)
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ def test_hyperparameters_override_the_experiment_with_types(opt_ml, repo, monkey
         {"current_host": "algo-1", "hosts": ["algo-1"]},
     )
     env = sagemaker.read_training_env()
-    experiment, _ = sagemaker.job_experiment(env.hyperparameters, len(env.hosts))
+    experiment, _ = sagemaker.job_experiment(env.hyperparameters, env.resources)
     assert experiment.env_config.env_name == "starpilot"
     assert experiment.stop.timesteps_total == 1_000_000
     assert experiment.algorithm.normalize_reward is False and experiment.algorithm.learning_rate == 3e-4
@@ -52,7 +59,7 @@ def test_plain_text_hyperparameters_as_the_console_sends_them(opt_ml, repo, monk
         {"experiment": "experiments/smoke.yaml", "env_config.env_name": "maze"},
         {"current_host": "algo-1", "hosts": ["algo-1"]},
     )
-    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+    experiment, _ = job_experiment()
     assert (experiment.name, experiment.env_config.env_name) == ("smoke", "maze")
 
 
@@ -68,7 +75,7 @@ def test_bad_hyperparameters(opt_ml, repo, monkeypatch, hyperparameters, message
     monkeypatch.chdir(repo)
     write_config(opt_ml, hyperparameters, {"current_host": "algo-1", "hosts": ["algo-1"]})
     with pytest.raises(ConfigError) as caught:
-        sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+        job_experiment()
     assert message in str(caught.value)
 
 
@@ -130,7 +137,7 @@ def test_heterogeneous_job_counts_every_group_and_heads_on_the_gpu_group(opt_ml,
 def test_the_experiment_may_be_named_bare_or_by_its_path(opt_ml, repo, monkeypatch, name):
     monkeypatch.chdir(repo)
     write_config(opt_ml, {"experiment": json.dumps(name)}, {"current_host": "algo-1", "hosts": ["algo-1"]})
-    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+    experiment, _ = job_experiment()
     assert experiment.name == "smoke"
 
 
@@ -164,7 +171,7 @@ def test_values_encoded_twice_lose_both_quotes(opt_ml, repo, monkeypatch):
         },
         {"current_host": "algo-1", "hosts": ["algo-1"]},
     )
-    experiment, _ = sagemaker.job_experiment(sagemaker.read_training_env().hyperparameters, 1)
+    experiment, _ = job_experiment()
     assert experiment.env_config.env_name == "starpilot"
 
 
@@ -189,12 +196,67 @@ def test_malformed_sagemaker_files_are_one_line_naming_the_file(opt_ml, file, co
     assert reason.count("\n") == 1 and reason.startswith("error: ") and message in reason, reason
 
 
-def test_several_hosts_share_the_runners_one_each_unless_set(repo, monkeypatch):
+TWO_C5 = {"hosts": ["algo-1", "algo-2"], "current_instance_type": "ml.c5.xlarge"}
+
+
+def test_several_hosts_share_the_runners_by_the_layout_unless_set(repo, monkeypatch):
     monkeypatch.chdir(repo)
-    experiment, slots = sagemaker.job_experiment({"experiment": "smoke.yaml"}, hosts=2)
-    assert (experiment.resources.num_env_runners, experiment.resources.spread_env_runners, slots) == (2, True, 1)
-    experiment, slots = sagemaker.job_experiment({"experiment": "smoke.yaml", "resources.num_env_runners": 4}, hosts=2)
-    assert (experiment.resources.num_env_runners, slots) == (4, 2)  # every runner finds a slot
+    experiment, layout = sagemaker.job_experiment({"experiment": "smoke.yaml"}, TWO_C5)
+    assert (experiment.resources.num_env_runners, experiment.resources.spread_env_runners) == (2, True)
+    assert [layout.runners_on(host) for host in ("algo-1", "algo-2")] == [1, 1]  # 8 envs: 4 each at least
+    experiment, layout = sagemaker.job_experiment({"experiment": "smoke.yaml", "resources.num_env_runners": 4}, TWO_C5)
+    assert experiment.resources.num_env_runners == 4
+    assert [layout.runners_on(host) for host in ("algo-1", "algo-2")] == [2, 2]
+
+
+def test_every_host_plans_the_same_layout_from_the_instance_types(repo, monkeypatch):
+    """A heterogeneous job, as the head and as a rollout host read resourceconfig.json: the same
+    runners on every host, whatever the host measures; the GPU host learns."""
+    monkeypatch.chdir(repo)
+    groups = [
+        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-3"]},
+        {"instance_group_name": "rollout", "instance_type": "ml.c5.4xlarge", "hosts": ["algo-1", "algo-2"]},
+    ]
+    layouts = []
+    for host, kind in (("algo-3", "ml.g4dn.xlarge"), ("algo-1", "ml.c5.4xlarge")):
+        resources = {"current_host": host, "current_instance_type": kind, "hosts": [host], "instance_groups": groups}
+        experiment, layout = sagemaker.job_experiment({"experiment": "ppo-8m.yaml"}, resources)
+        layouts.append(layout)
+    assert layouts[0] == layouts[1]
+    layout = layouts[0]
+    assert layout.learner.name == "algo-3" and layout.learner_device == "auto"  # the GPU, where visible
+    assert layout.infer_on_host_gpu and layout.gpus_per_env_runner == 0  # runners on the CPU hosts too
+    assert experiment.resources.infer_on_host_gpu and experiment.resources.spread_env_runners
+    assert all(layout.runners_on(host) for host in ("algo-1", "algo-2", "algo-3"))
+    assert layout.num_env_runners * layout.envs_per_env_runner == 64
+
+
+def test_local_mode_hosts_share_this_machine(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    resources = {
+        "current_host": "algo-1-abcde",
+        "hosts": ["algo-1-abcde", "algo-2-fghij"],
+        "current_instance_type": "local",
+    }
+    _, layout = sagemaker.job_experiment({"experiment": "ppo-8m.yaml"}, resources)
+    machine = len(os.sched_getaffinity(0))
+    assert all(spec.cpus == max(1, machine // 2) and not spec.gpus for spec in layout.samplers)
+
+
+def test_an_instance_type_missing_from_the_table_is_one_line(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    groups = [
+        {"instance_group_name": "learner", "instance_type": "ml.g4dn.xlarge", "hosts": ["algo-1"]},
+        {"instance_group_name": "rollout", "instance_type": "ml.c9.huge", "hosts": ["algo-2"]},
+    ]
+    resources = {
+        "current_host": "algo-1",
+        "current_instance_type": "ml.g4dn.xlarge",
+        "hosts": ["algo-1"],
+        "instance_groups": groups,
+    }
+    with pytest.raises(ConfigError, match=r"instance type 'ml.c9.huge' is not in procgen_rl/instance_types.py"):
+        sagemaker.job_experiment({"experiment": "ppo-8m.yaml"}, resources)
 
 
 def test_a_multi_host_job_without_a_token_names_what_to_pass(opt_ml, repo, monkeypatch):

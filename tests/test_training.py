@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import CLI, REPO, run_cli, tensorboard_scalar_tags
 
@@ -56,7 +57,11 @@ def test_smoke_trains_reports_and_checkpoints(smoke_run):
     assert lines[1]["timesteps_total"] >= 1024 and lines[1]["steps_per_s"] > 0
     assert all(m["timesteps_trained"] == m["timesteps_total"] for m in lines)  # PPO trains what it sampled
     assert f"Results:     {run_dir}" in result.stdout
-    assert (run_dir / "config.yaml").is_file()
+    # The layout is the run's first line and its config.yaml holds it: 8 envs, at least 4 per runner.
+    first = result.stdout.splitlines()[0]
+    runners = int(re.match(r"layout auto: (\d) env runners? x (\d) envs", first).group(1))
+    resources = yaml.safe_load((run_dir / "config.yaml").read_text())["resources"]
+    assert resources["num_env_runners"] == runners and 8 // runners >= 4 and resources["layout"] == "auto"
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint_000001", "checkpoint_000002"]
     state = json.loads((run_dir / "checkpoints/checkpoint_000002/trainer_state.json").read_text())

@@ -21,7 +21,7 @@ from procgen_rl.launchers import BACKENDS, DEFAULT_IMAGE, Job, LaunchOptions, Ou
 
 if TYPE_CHECKING:
     from procgen_rl.config import Experiment
-    from procgen_rl.launchers.cloud import CloudOptions
+    from procgen_rl.launchers.cloud import CloudOptions, InstanceGroup
     from procgen_rl.run_dir import RunDir
 
 EXIT_USER_ERROR = 2
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: compose when a Docker engine answers, else native (default: %(default)s)",
     )
     train.add_argument("--workers", type=int, default=2, help="compose: worker containers (default 2)")
+    train.add_argument("--worker-cpus", type=float, help=WORKER_CPUS_HELP)
     train.add_argument("--instances", type=int, default=1, help="sagemaker: hosts of the job (default 1)")
     train.add_argument("--image", default=DEFAULT_IMAGE, help="compose, sagemaker: the image (default: %(default)s)")
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("action", choices=("up", "down", "logs"))
     cluster.add_argument("--workers", type=int, default=2, help="worker containers (default 2)")
+    cluster.add_argument("--worker-cpus", type=float, help=WORKER_CPUS_HELP)
     cluster.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
     cluster.add_argument("--no-follow", action="store_true", help="logs: print them and return")
 
@@ -138,8 +140,52 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--join-timeout", type=float, default=60.0, help="worker: seconds to wait for the head before failing"
     )
+    plan = commands.add_parser(
+        "plan",
+        help="print the layout of EXPERIMENT: on this machine, or on SageMaker instance types",
+        description="Print where EXPERIMENT's work goes with its resources.layout: env runners, envs, "
+        "torch threads and GPUs per host, and the learner. On this machine as `train --backend native` "
+        "places it, or on a SageMaker job's instance types (procgen_rl/instance_types.py) as `cloud train` "
+        "would run it. Starts nothing.",
+    )
+    plan.add_argument("experiment", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
+    plan.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as train --set"
+    )
+    add_instance_arguments(plan, None, "a SageMaker instance type, e.g. ml.p3.2xlarge (default: this machine)")
+    plan.add_argument(
+        "--all-instance-types",
+        action="store_true",
+        help="a Markdown table of the layout on one host of each instance type in the table (docs/layout.md)",
+    )
     add_cloud_parser(commands)
     return parser
+
+
+WORKER_CPUS_HELP = "compose: each worker container's CPU limit (default: this machine's CPUs / --workers)"
+
+
+def add_instance_arguments(parser: argparse.ArgumentParser, instance_type: str | None, default_help: str) -> None:
+    """A SageMaker job's instances: one type, or a GPU learner group plus a CPU rollout group."""
+    parser.add_argument("--instance-type", default=instance_type, help=default_help)
+    parser.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
+    parser.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
+    parser.add_argument("--cpu-instances", type=int, default=0, help="hosts in the CPU rollout group")
+    parser.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
+    parser.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
+
+
+def instance_groups(args: argparse.Namespace) -> tuple[InstanceGroup, ...]:
+    from procgen_rl.launchers import cloud
+
+    return cloud.instance_groups(
+        args.instance_type,
+        args.instance_count,
+        args.gpu_instances,
+        args.cpu_instances,
+        args.gpu_instance_type,
+        args.cpu_instance_type,
+    )
 
 
 def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
@@ -210,12 +256,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """Where and how a SageMaker job runs: `cloud train` and `cloud benchmark` take the same."""
     from procgen_rl.launchers import cloud
 
-    parser.add_argument("--instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
-    parser.add_argument("--instance-count", type=int, default=1, help="hosts of --instance-type (default 1)")
-    parser.add_argument("--gpu-instances", type=int, default=0, help="hosts in the GPU learner group (Ray head)")
-    parser.add_argument("--cpu-instances", type=int, default=0, help="hosts in the CPU rollout group")
-    parser.add_argument("--gpu-instance-type", default="ml.g4dn.xlarge", help="default: %(default)s")
-    parser.add_argument("--cpu-instance-type", default="ml.c5.4xlarge", help="default: %(default)s")
+    add_instance_arguments(parser, "ml.g4dn.xlarge", "default: %(default)s")
     parser.add_argument("--no-spot", dest="spot", action="store_false", help="on-demand instead of spot")
     parser.add_argument(
         "--max-run", type=int, default=cloud.DEFAULT_MAX_RUN_S, help="seconds of training at most (default %(default)s)"
@@ -246,16 +287,8 @@ def cloud_options(args: argparse.Namespace, **command: Any) -> CloudOptions:
     tags = dict(tag.partition("=")[::2] for tag in args.tags)
     if "" in tags or any("=" not in tag for tag in args.tags):
         raise UserError(f"--tag: expected KEY=VALUE, got {' '.join(args.tags)}")
-    groups = cloud.instance_groups(
-        args.instance_type,
-        args.instance_count,
-        args.gpu_instances,
-        args.cpu_instances,
-        args.gpu_instance_type,
-        args.cpu_instance_type,
-    )
     return cloud.CloudOptions(
-        groups,
+        instance_groups(args),
         region=args.region,
         profile=args.profile,
         role=args.role,
@@ -302,19 +335,23 @@ def run_cloud_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_cloud_train(args: argparse.Namespace) -> None:
-    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.config import parse_set_args, read_experiment
     from procgen_rl.launchers import cloud
+    from procgen_rl.layout import plan_text
 
     overrides = parse_set_args(args.overrides)
-    job = Job(load_experiment(args.experiment, overrides), args.experiment, overrides, run=None)
+    experiment, explicit = read_experiment(args.experiment, overrides)
+    job = Job(experiment, args.experiment, overrides, explicit, run=None)
     options = cloud_options(args, name=args.job_name, wait=args.wait)
     submitted = cloud.launch(job, options)
     spec = submitted.spec
     if args.dry_run:
         print(json.dumps(cloud.redacted(submitted.request), indent=2))
         print(f"\nDry run: nothing pushed or started. Job {spec.name} would write to {spec.run_uri}")
+        print(f"Its hosts would place the work as `procgen-rl plan` shows:\n{plan_text(submitted.layout)}")
         return
-    print(f"\nJob:         {spec.summary}")
+    print(f"\n{plan_text(submitted.layout)}")
+    print(f"Job:         {spec.summary}")
     print(f"Run:         {spec.run_uri}")
     print(
         f"TensorBoard: procgen-rl cloud fetch {spec.run_uri} results/{spec.name}; "
@@ -345,7 +382,7 @@ def run_cloud(args: argparse.Namespace) -> int | None:
 
 def resolve_run(args: argparse.Namespace) -> Job:
     """The job train's arguments ask for, resolved and checked before anything starts."""
-    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.config import parse_set_args, read_experiment
     from procgen_rl.run_dir import RunDir, interrupted_run, new_run_path
 
     overrides = parse_set_args(args.overrides)
@@ -354,7 +391,7 @@ def resolve_run(args: argparse.Namespace) -> Job:
     if not args.resume and not args.experiment:
         raise UserError("give an EXPERIMENT file (see experiments/) or --resume RUN_DIR")
     if args.experiment:
-        experiment = load_experiment(args.experiment, overrides)
+        experiment, explicit = read_experiment(args.experiment, overrides)
         interrupted = interrupted_run(experiment.name) if args.resume_interrupted and not args.run_dir else None
         if interrupted is None:
             run = RunDir(Path(args.run_dir) if args.run_dir else new_run_path(experiment.name))
@@ -363,7 +400,7 @@ def resolve_run(args: argparse.Namespace) -> Job:
                     f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
                     "or choose another --run-dir"
                 )
-            return Job(experiment, args.experiment, overrides, run, resume=False)
+            return Job(experiment, args.experiment, overrides, explicit, run, resume=False)
         print(
             f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
             "or after a clean stop)",
@@ -375,7 +412,9 @@ def resolve_run(args: argparse.Namespace) -> Job:
         raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
     if not run.checkpoints():
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
-    return Job(load_experiment(run.config_path, overrides), str(run.config_path), overrides, run, resume=True)
+    # Every key of a run's config.yaml is set: a resumed run keeps its layout unless --set changes it.
+    experiment, explicit = read_experiment(run.config_path, overrides)
+    return Job(experiment, str(run.config_path), overrides, explicit, run, resume=True)
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -383,7 +422,9 @@ def run_train(args: argparse.Namespace) -> None:
 
     job = resolve_run(args)
     backend = launchers.resolve_backend(args.backend)
-    options = LaunchOptions(image=args.image, workers=args.workers, instances=args.instances)
+    options = LaunchOptions(
+        image=args.image, workers=args.workers, worker_cpus=args.worker_cpus, instances=args.instances
+    )
     print_summary(launchers.launch(backend, job, options), job.experiment, backend)
 
 
@@ -480,7 +521,7 @@ def run_cluster(args: argparse.Namespace) -> None:
 
     if args.action == "up":
         check_docker(args.image)
-    cluster = compose.Cluster(args.image, args.workers, head_slots=0 if args.workers else 1)
+    cluster = compose.Cluster(args.image, args.workers, head_slots=0 if args.workers else 1, cpus=args.worker_cpus)
     if args.action == "up":
         cluster.up()
         print(
@@ -507,6 +548,52 @@ def run_node(args: argparse.Namespace) -> int:
         return ray_nodes.run_head(args.slots, Path(run) if run else None)
     ray_nodes.join(args.head, args.slots, args.join_timeout)
     return 0
+
+
+def run_plan(args: argparse.Namespace) -> None:
+    from procgen_rl.config import parse_set_args, read_experiment
+    from procgen_rl.layout import place_on_this_machine, plan_text
+
+    overrides = parse_set_args(args.overrides)
+    if args.all_instance_types:
+        print(instance_types_table(args.experiment, overrides))
+        return
+    experiment, explicit = read_experiment(args.experiment, overrides)
+    if args.instance_type or args.gpu_instances or args.cpu_instances:
+        from procgen_rl.launchers import cloud
+        from procgen_rl.runtime.sagemaker import job_layout
+
+        groups = instance_groups(args)
+        layout = job_layout(experiment, explicit, cloud.resource_config(groups))
+        where = " + ".join(f"{g.count} x {g.instance_type}" for g in groups)
+    else:
+        layout, where = place_on_this_machine(experiment, explicit), "this machine"
+    print(f"{experiment.name} on {where}:\n{plan_text(layout)}")
+
+
+def instance_types_table(experiment_file: str, overrides: dict) -> str:
+    """The layout on one host of each instance type in the table, as Markdown."""
+    from procgen_rl.config import read_experiment
+    from procgen_rl.instance_types import INSTANCE_TYPES
+    from procgen_rl.launchers import cloud
+    from procgen_rl.runtime.sagemaker import job_layout
+
+    rows = [
+        "| instance type | vCPUs | GPUs | env runners x envs | CPUs per runner | runners' inference | learner |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, kind in INSTANCE_TYPES.items():
+        experiment, explicit = read_experiment(experiment_file, overrides)
+        layout = job_layout(experiment, explicit, cloud.resource_config((cloud.InstanceGroup("one", name, 1),)))
+        gpus = f"{kind.gpus} x {kind.gpu} {kind.gpu_memory_gib} GB" if kind.gpus else "-"
+        share = layout.gpus_per_env_runner
+        inference = f"GPU, {share:g} each" if share else "host GPU" if layout.infer_on_host_gpu else "CPU"
+        runners = f"{layout.num_env_runners} x {layout.envs_per_env_runner}"
+        learner = f"{'GPU' if layout.learner_device == 'auto' else 'CPU'}, {layout.learner_threads} threads"
+        rows.append(
+            f"| {name} | {kind.vcpus} | {gpus} | {runners} | {layout.cpus_per_env_runner} | {inference} | {learner} |"
+        )
+    return "\n".join(rows)
 
 
 def run_rollout(args: argparse.Namespace) -> None:
@@ -536,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": run_report,
         "cluster": run_cluster,
         "node": run_node,
+        "plan": run_plan,
         "cloud": run_cloud,
     }
     try:

@@ -32,6 +32,7 @@ MAX_ENVS = 2**16
 MAX_STEPS = 2**16
 MAX_ACTORS = 1024  # env runners or learners: more than any cluster this harness launches
 LEARNER_DEVICES = ("auto", "cpu", "cuda")
+LAYOUTS = ("auto", "manual")
 # The Ray custom resource a launcher gives each host (N units = N env runners there), so that
 # with `spread_env_runners` sampling spreads over all hosts instead of packing onto the first.
 ENV_RUNNER_SLOT = "env_runner_slot"
@@ -192,13 +193,34 @@ class ResourcesConfig:
         "remote sampling actors; must divide algorithm.num_envs; 0 samples in the driver process",
         Range(0, MAX_ACTORS),
     )
-    num_cpus_per_env_runner: int = setting(1, "CPUs Ray reserves for each env runner", Range(0, MAX_ACTORS))
+    num_cpus_per_env_runner: int = setting(
+        1, "CPUs Ray reserves for each env runner, and its torch threads", Range(0, MAX_ACTORS)
+    )
+    num_gpus_per_env_runner: float = setting(
+        0.0,
+        "the share of a GPU Ray gives each env runner (fractional); its inference runs there, as a CUDA graph",
+        Range(0, MAX_ACTORS),
+    )
+    infer_on_host_gpu: bool = setting(
+        False,
+        "env runners infer on a GPU of their host when one is visible, with no share from Ray, so that GPU "
+        "and CPU hosts can sample together",
+    )
     num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
     spread_env_runners: bool = setting(
         False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers set it)"
     )
     learner_device: str = setting(
         "auto", "where the learner trains; auto = a GPU when one is visible", OneOf(LEARNER_DEVICES, "device")
+    )
+    learner_threads: int = setting(
+        0, "torch threads of the learner in the driver process; 0 = torch's default", Range(0, MAX_ACTORS)
+    )
+    layout: str = setting(
+        "auto",
+        "auto: the values of this section that the experiment does not set are chosen from each host's "
+        "CPUs, GPUs and GPU memory (docs/layout.md); manual: the section as written",
+        OneOf(LAYOUTS, "layout"),
     )
 
 
@@ -433,6 +455,14 @@ def load_experiment(
     path: str | Path, overrides: dict[str, Any] | None = None, override_source: str = "--set"
 ) -> Experiment:
     """Read an experiment YAML, apply overrides, validate; raise ConfigError naming the culprit."""
+    return read_experiment(path, overrides, override_source)[0]
+
+
+def read_experiment(
+    path: str | Path, overrides: dict[str, Any] | None = None, override_source: str = "--set"
+) -> tuple[Experiment, frozenset[str]]:
+    """`load_experiment`, and the dotted keys the file or the overrides set: the values the user
+    chose, which an automatic layout keeps."""
     path = Path(path)
     if not path.is_file():
         known = sorted(str(p) for p in Path("experiments").glob("*.yaml"))
@@ -463,7 +493,20 @@ def load_experiment(
     if "name" not in raw and "name" not in overrides:
         raw["name"] = path.stem
         origins["name"] = f"{path}: name (taken from the file name; set name: in the file or {override_source} name)"
-    return experiment_from_dict(apply_overrides(raw, overrides, override_source), str(path), origins)
+    merged = apply_overrides(raw, overrides, override_source)
+    return experiment_from_dict(merged, str(path), origins), frozenset(leaf_keys(merged))
+
+
+def leaf_keys(raw: dict, cls: type = Experiment, prefix: str = "") -> Iterator[str]:
+    """The dotted keys of the settings a raw experiment mapping names (a section's mapping
+    counts for each key in it; a free-form mapping such as algorithm.rllib counts as one)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in raw.items():
+        hint = hints.get(name)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            yield from leaf_keys(value, hint, dotted(prefix, name))
+        else:
+            yield dotted(prefix, name)
 
 
 def experiment_from_dict(raw: dict, source: str, origins: dict[str, str] | None = None) -> Experiment:

@@ -48,6 +48,8 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
     def __init__(self, **kwargs: Any) -> None:
         silence_library_banners()  # a remote runner is a process of its own
         super().__init__(**kwargs)
+        if self.worker_index:  # a remote runner: as many torch threads as CPUs Ray reserved for it
+            torch.set_num_threads(max(1, int(self.config.num_cpus_per_env_runner)))
         # An episode hook runs only where a callback object overrides it or a function is registered.
         self._hooks_in_use = {
             hook: any(getattr(type(callback), hook) is not getattr(RLlibCallback, hook) for callback in self._callbacks)
@@ -156,3 +158,21 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
             chunks.append(episode.to_numpy() if self.episodes_to_numpy else episode)
         self._ongoing_episodes = continuations
         return chunks
+
+
+class HostGPUEnvRunner(ProcgenEnvRunner):
+    """A runner that infers on a GPU of its host when one is visible, without a share of one from Ray
+    (`resources.infer_on_host_gpu`): where GPU and CPU hosts sample together, Ray's GPU shares would
+    keep every runner off the CPU hosts. Runners on one host spread over its GPUs by their index."""
+
+    @property
+    def _device(self) -> torch.device:
+        return self._host_device
+
+    @_device.setter
+    def _device(self, device: torch.device) -> None:
+        # RLlib sets the CPU here, for want of a Ray GPU share; the env-to-module piece and the
+        # module are built on whatever this returns.
+        if self.worker_index and torch.cuda.is_available():
+            device = torch.device("cuda", (self.worker_index - 1) % torch.cuda.device_count())
+        self._host_device = device

@@ -9,13 +9,13 @@ finished episode in `info`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from procgen_rl.config import EnvConfig
+from procgen_rl.layout import usable_cpus
 from procgen_rl.procgen import DISTRIBUTION_MODES, FRAME_SHAPE, NUM_ACTIONS
 
 ENV_NAME = "procgen_rl"  # the name our env creator is registered under with Ray
@@ -57,7 +57,7 @@ class ProcgenVectorEnv(gym.vector.VectorEnv):
         self.env_config = env_config
         self.num_envs = num_envs
         self._seed = seed
-        self._num_threads = num_threads or min(num_envs, len(os.sched_getaffinity(0)))
+        self._num_threads = num_threads or min(num_envs, usable_cpus())
         self._gamma = normalize_reward_gamma
         channels = FRAME_SHAPE[0] * env_config.frame_stack
         self.single_observation_space: gym.spaces.Box = gym.spaces.Box(0, 255, (channels, *FRAME_SHAPE[1:]), np.uint8)

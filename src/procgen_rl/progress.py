@@ -63,8 +63,8 @@ class ProgressReporter:
         self._last = time.monotonic()
         if not self._looked_up:
             self._looked_up = True
-            try:
-                self._board = ray.get_actor(board_name())
+            try:  # without Ray there is no board; get_actor would start a Ray of its own
+                self._board = ray.get_actor(board_name()) if ray.is_initialized() else None
             except ValueError:  # no board: a test or a benchmark outside the trainer
                 self._board = None
         return self._board

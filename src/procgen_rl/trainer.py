@@ -33,6 +33,7 @@ from typing import Any
 from procgen_rl import envvars, evaluation, registry
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
 from procgen_rl.errors import CheckpointError, ConfigError, UserError
+from procgen_rl.layout import usable_cpus
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
@@ -93,7 +94,7 @@ def build_algorithm_config(experiment: Experiment) -> Any:
     from ray.tune.registry import register_env
 
     from procgen_rl.connectors import FramesToModule, SampleActions
-    from procgen_rl.env_runner import ProcgenEnvRunner
+    from procgen_rl.env_runner import HostGPUEnvRunner, ProcgenEnvRunner
     from procgen_rl.envs import ENV_NAME, ProcgenVectorEnv, make_rllib_env, rllib_env_config
     from procgen_rl.models import check_model
 
@@ -120,11 +121,13 @@ def build_algorithm_config(experiment: Experiment) -> Any:
             num_env_runners=res.num_env_runners,
             num_envs_per_env_runner=experiment.num_envs_per_env_runner,
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
+            num_gpus_per_env_runner=res.num_gpus_per_env_runner,
             custom_resources_per_env_runner={ENV_RUNNER_SLOT: 1} if res.spread_env_runners else {},
             rollout_fragment_length=algo.num_steps,
             sample_timeout_s=None,  # wait for every runner's fragment: see the module docstring
             gym_env_vectorize_mode="vector_entry_point",
-            env_runner_cls=ProcgenEnvRunner,  # a leaner sampling loop (procgen_rl.env_runner)
+            # a leaner sampling loop (procgen_rl.env_runner)
+            env_runner_cls=HostGPUEnvRunner if res.infer_on_host_gpu else ProcgenEnvRunner,
             # Two batched pieces in place of RLlib's general pipelines (procgen_rl.connectors).
             env_to_module_connector=lambda env, spaces, device: FramesToModule(device=device),
             add_default_connectors_to_env_to_module_pipeline=False,
@@ -269,13 +272,17 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
 
     if ray.is_initialized():
         return
-    start_ray(max(1, experiment.resources.num_env_runners))
+    res = experiment.resources
+    start_ray(max(1, res.num_env_runners), res.num_env_runners * res.num_cpus_per_env_runner)
     if nodes > 1:
         wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
 
 
-def start_ray(slots: int) -> None:
-    """Join RAY_ADDRESS's cluster, else start a local Ray offering `slots` env runner slots."""
+def start_ray(slots: int, reserved_cpus: int = 0) -> None:
+    """Join RAY_ADDRESS's cluster, else start a local Ray offering `slots` env runner slots and
+    the CPUs the layout counted (procgen_rl.layout.usable_cpus), at least the `reserved_cpus`
+    the runners reserve (a host smaller than the instance type its job planned with runs them
+    crowded instead of waiting)."""
     import ray
 
     address = os.environ.get(envvars.RAY_ADDRESS)
@@ -287,8 +294,17 @@ def start_ray(slots: int) -> None:
             include_dashboard=False,
             log_to_driver=True,
             logging_level=logging.WARNING,
+            num_cpus=max(usable_cpus(), reserved_cpus),
             resources={ENV_RUNNER_SLOT: slots},
         )
+
+
+def use_learner_threads(experiment: Experiment) -> None:
+    """The torch threads of this process, where the learner trains (`resources.learner_threads`)."""
+    if experiment.resources.learner_threads:
+        import torch
+
+        torch.set_num_threads(experiment.resources.learner_threads)
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -368,6 +384,7 @@ def _train_locked(
     from procgen_rl.progress import Heartbeat  # a Ray actor: imports Ray
 
     print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
+    use_learner_threads(experiment)
     init_ray(experiment, nodes)
     algo = config.build_algo()
     if checkpoint:

@@ -5,9 +5,10 @@
     sagemaker  SageMaker local mode: the job SageMaker would run, on this machine's Docker
     cloud      a SageMaker training job in AWS (`procgen-rl cloud train`, procgen_rl.launchers.cloud)
 
-Every backend module has `launch(job, options) -> Outcome`. The CLI resolves the experiment
-once into a `Job`; a backend may place the env runners on its hosts (procgen_rl.layout), then
-writes the run's config.yaml, which is what every trainer of the run reads.
+Every backend module has `place(job, options) -> Layout` and `launch(job, options, layout) ->
+Outcome`. The CLI resolves the experiment once into a `Job`; the backend places the env runners
+on its hosts (procgen_rl.layout), which is the run's first line, then writes the run's
+config.yaml, which is what every trainer of the run reads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from procgen_rl import __version__
 from procgen_rl.config import Experiment
 from procgen_rl.errors import UserError
-from procgen_rl.layout import check_fits_host
+from procgen_rl.layout import Layout, check_fits_host
 from procgen_rl.run_dir import LOCK_FILE, RunDir
 
 # backend -> (its module here, where it trains)
@@ -41,6 +42,7 @@ class Job:
     experiment: Experiment  # the YAML with every override applied, validated
     experiment_file: str  # as given: the SageMaker backends name it to the image
     overrides: dict[str, Any]  # the user's explicit --set values, by dotted key
+    explicit: frozenset[str]  # the dotted keys the experiment file or the overrides set: a layout keeps them
     run: RunDir | None  # the run on this machine; None for a cloud job (its run lives in S3)
     resume: bool = False
 
@@ -58,6 +60,7 @@ class LaunchOptions:
 
     image: str = DEFAULT_IMAGE
     workers: int = 2  # compose: worker containers
+    worker_cpus: float | None = None  # compose: each worker's CPU limit; None: this machine's CPUs shared
     instances: int = 1  # sagemaker: hosts of the local job
 
 
@@ -103,12 +106,14 @@ def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
     module_name, where = BACKENDS[backend]
     module = importlib.import_module(f"procgen_rl.launchers.{module_name}")
     check_fits_host(job.experiment)
+    layout: Layout = module.place(job, options)
+    print(layout.describe(), flush=True)
     run = job.local_run
     print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {run.path}", flush=True)
     created = not run.path.exists()
     previous_config = run.config_path.read_text() if job.resume else None
     try:
-        outcome: Outcome = module.launch(job, options)
+        outcome: Outcome = module.launch(job, options, layout)
         return outcome
     except UserError:
         if created and run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {run.config_path.name, LOCK_FILE}:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from procgen_rl.launchers.sagemaker_sdk import (
     resolved_in_job,
     unpack,
 )
+from procgen_rl.layout import Layout
 from procgen_rl.reporting import METRIC_KEYS, METRIC_LINE_REGEX
 from procgen_rl.runtime.sagemaker import CHECKPOINTS_SUBDIR, CONTAINER_BASE, GPU_FAMILIES, RUN_SUBDIR
 
@@ -133,6 +135,21 @@ def instance_groups(
             "on CPUs, the learner group has the GPUs"
         )
     return learner, rollout
+
+
+def resource_config(groups: tuple[InstanceGroup, ...]) -> dict[str, Any]:
+    """resourceconfig.json as the job's hosts will read it, for planning the job before it
+    starts; SageMaker's host names may differ, the plan does not."""
+    names = (f"algo-{i}" for i in itertools.count(1))
+    instance_groups = [
+        {
+            "instance_group_name": g.name,
+            "instance_type": g.instance_type,
+            "hosts": [next(names) for _ in range(g.count)],
+        }
+        for g in groups
+    ]
+    return {"hosts": [host for group in instance_groups for host in group["hosts"]], "instance_groups": instance_groups}
 
 
 def _check_instance_type(flag: str, instance_type: str) -> None:
@@ -428,10 +445,12 @@ class CloudOptions:
 
 @dataclass(frozen=True)
 class Submitted:
-    """The started (or, on a dry run, described) job and its CreateTrainingJob request."""
+    """The started (or, on a dry run, described) job, its CreateTrainingJob request and the layout
+    its hosts will choose."""
 
     spec: JobSpec
     request: dict[str, Any]
+    layout: Layout
 
 
 def launch(job: Job, options: CloudOptions) -> Submitted:
@@ -440,8 +459,8 @@ def launch(job: Job, options: CloudOptions) -> Submitted:
     Configuration errors come first, before Docker or AWS is asked anything.
     """
     common = estimator_arguments(job.experiment_file, job.overrides)
-    hosts = sum(group.count for group in options.groups)
-    check_buildable(resolved_in_job(job.experiment_file, job.overrides, hosts))
+    experiment, layout = resolved_in_job(job.experiment_file, job.overrides, resource_config(options.groups))
+    check_buildable(experiment)
     role = required(options.role, "--role", ROLE_ENV, "SageMaker execution role (ARN or name)")
     bucket = required(options.bucket, "--bucket", BUCKET_ENV, "S3 bucket for checkpoints and output")
     spec = plan_job(
@@ -463,7 +482,7 @@ def launch(job: Job, options: CloudOptions) -> Submitted:
         kwargs = estimator_kwargs(spec, remote, role, common)
         if not options.dry_run:
             print(f"starting training job {spec.summary}\nrun: {spec.run_uri}", flush=True)
-        return Submitted(spec, start_job(spec, kwargs, session, wait=options.wait, dry_run=options.dry_run))
+        return Submitted(spec, start_job(spec, kwargs, session, wait=options.wait, dry_run=options.dry_run), layout)
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from procgen_rl.config import load_experiment
+from procgen_rl.config import read_experiment
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import Job, cloud
-from procgen_rl.suite import Suite, check_directory, save
+from procgen_rl.suite import Cell, Suite, check_directory, save
 
 JOBS_FILE = "jobs.json"
 ENDED = ("Completed", "Failed", "Stopped")
@@ -51,6 +51,13 @@ def status(sagemaker: Any, job: str) -> tuple[str, str]:
     return described["TrainingJobStatus"], described.get("FailureReason", "")
 
 
+def cell_job(suite: Suite, cell: Cell) -> Job:
+    """A cell as a cloud job: the suite's experiment with the cell's overrides, checked here."""
+    overrides = suite.overrides(cell)
+    experiment, explicit = read_experiment(suite.experiment, overrides, f"{suite.source}: cell {cell.name}:")
+    return Job(experiment, suite.experiment, overrides, explicit, run=None)
+
+
 def run(
     suite: Suite, directory: Path, options: cloud.CloudOptions, max_concurrent: int, poll_s: float
 ) -> dict[str, str]:
@@ -59,15 +66,7 @@ def run(
         raise UserError(f"--max-concurrent must be >= 1, got {max_concurrent}")
     note = check_directory(suite, directory)
     cells = suite.cells()
-    jobs_of = {
-        cell.name: Job(
-            load_experiment(suite.experiment, suite.overrides(cell), f"{suite.source}: cell {cell.name}:"),
-            suite.experiment,
-            suite.overrides(cell),
-            run=None,
-        )
-        for cell in cells
-    }
+    jobs_of = {cell.name: cell_job(suite, cell) for cell in cells}
     session = cloud.aws_session(options.region, options.profile)
     sagemaker = session.client("sagemaker")
     jobs = read_jobs(directory)

@@ -4,7 +4,8 @@ docker/docker-compose.yml defines the nodes; this module fills in its variables 
 `docker compose` (v2, or v1's `docker-compose`). The head trains the run directory the host
 prepared (its config.yaml, mounted at the same path); env runners ask for `env_runner_slot`
 resources that only the workers offer (the head offers them when WORKERS=0), so sampling
-spreads over the workers.
+spreads over the workers. Each worker has a CPU limit (`cpus:`, this machine's CPUs shared by
+the workers unless --worker-cpus says otherwise), and the layout sizes its runners to it.
 
     launch  up -> follow the logs until the head exits -> down (always, also on failure)
     up      a head that waits for drivers, plus workers; `down` and `logs` manage it
@@ -16,16 +17,15 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from procgen_rl import envvars
-from procgen_rl.config import Experiment
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
 from procgen_rl.launchers.docker_engine import check_docker
-from procgen_rl.layout import spread_over_hosts
+from procgen_rl.layout import HostSpec, Layout, usable_cpus
+from procgen_rl.layout import place as place_runners
 from procgen_rl.runtime.ray_nodes import CLIENT_PORT
 from procgen_rl.signals import TwoStageStop
 
@@ -33,6 +33,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[3]  # src/procgen_rl/launchers/co
 COMPOSE_FILE = PROJECT_DIR / "docker" / "docker-compose.yml"
 PROJECT_NAME = "procgen-rl"
 JOIN_TIMEOUT_S = 60  # a worker that cannot reach the head fails after this
+HEAD, WORKER = "ray-head", "ray-worker"  # the services of docker-compose.yml
 
 
 def compose_command() -> list[str]:
@@ -48,9 +49,16 @@ class Cluster:
     """One compose project: the variables docker-compose.yml needs, and the commands on it."""
 
     def __init__(
-        self, image: str, workers: int, worker_slots: int = 1, head_slots: int = 0, run: Path | None = None
+        self,
+        image: str,
+        workers: int,
+        worker_slots: int = 1,
+        head_slots: int = 0,
+        run: Path | None = None,
+        cpus: float | None = None,
     ) -> None:
-        """`run`: the run directory the head trains (absolute, under RESULTS_DIR); None: wait for drivers."""
+        """`run`: the run directory the head trains (absolute, under RESULTS_DIR); None: wait for
+        drivers. `cpus`: each worker's CPU limit (default: `worker_cpus`)."""
         if not COMPOSE_FILE.is_file():
             raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
         self.results = Path(os.environ.get(envvars.RESULTS_DIR, "results")).resolve()
@@ -66,6 +74,7 @@ class Cluster:
             envvars.RAY_AUTH_TOKEN: secrets.token_hex(16),
             "HEAD_SLOTS": str(head_slots),
             "WORKER_SLOTS": str(worker_slots),
+            "WORKER_CPUS": f"{worker_cpus(workers, cpus):g}",
             "JOIN_TIMEOUT_S": str(JOIN_TIMEOUT_S),
             envvars.HEAD_RUN: str(run) if run else "",
             "RAY_CLIENT_PORT": str(CLIENT_PORT),
@@ -116,22 +125,56 @@ class Cluster:
             logs.terminate()
 
 
-def cluster_slots(experiment: Experiment, workers: int, overrides: Mapping[str, Any]) -> tuple[int, int]:
-    """(head slots, slots per worker): runners go to the workers, or to the head when there are none."""
-    if workers == 0:
-        return max(1, experiment.resources.num_env_runners), 0
-    return 0, spread_over_hosts(experiment, workers, overrides, f"--workers {workers}")
+def worker_cpus(workers: int, cpus: float | None) -> float:
+    """Each worker container's CPU limit: `cpus`, or this machine's usable CPUs shared evenly."""
+    if cpus is None:
+        return round(usable_cpus() / max(1, workers), 2)
+    if cpus <= 0:
+        raise UserError(f"--worker-cpus must be > 0, got {cpus:g}")
+    return cpus
 
 
-def launch(job: Job, options: LaunchOptions) -> Outcome:
-    """Train on a fresh cluster: up, the head trains the run directory, down."""
+def cluster_hosts(workers: int, cpus: float) -> tuple[HostSpec, list[HostSpec]]:
+    """(the head, the hosts that sample): the workers, each with `cpus` (rounded down, at least 1),
+    or the head when there are none. The head has this machine's CPUs; the CPU image sees no GPU."""
+    head = HostSpec(HEAD, usable_cpus())
+    samplers = [
+        HostSpec(f"{WORKER}-{i}", max(1, int(cpus)), kind=f"container limit {cpus:g}") for i in range(1, workers + 1)
+    ]
+    return head, samplers or [head]
+
+
+def place(job: Job, options: LaunchOptions) -> Layout:
+    """Size the runners to the workers' CPU limits; the head learns."""
     if options.workers < 0:
         raise UserError(f"--workers must be >= 0, got {options.workers}")
-    head_slots, worker_slots = cluster_slots(job.experiment, options.workers, job.overrides)
+    head, samplers = cluster_hosts(options.workers, worker_cpus(options.workers, options.worker_cpus))
+    why = f"--workers {options.workers}"
+    return place_runners(job.experiment, job.explicit, head, samplers, why, spread=options.workers > 0)
+
+
+def cluster_slots(layout: Layout, workers: int) -> tuple[int, int]:
+    """(head slots, slots per worker): the runners of the busiest worker on each, or all on the head
+    when there are no workers."""
+    if workers == 0:
+        return max(1, layout.num_env_runners), 0
+    return 0, max(layout.env_runners)
+
+
+def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
+    """Train on a fresh cluster: up, the head trains the run directory, down."""
+    head_slots, worker_slots = cluster_slots(layout, options.workers)
     check_buildable(job.experiment)
     check_docker(options.image)
     job.local_run.write_config(job.experiment)
-    cluster = Cluster(options.image, options.workers, worker_slots, head_slots, run=job.local_run.path.resolve())
+    cluster = Cluster(
+        options.image,
+        options.workers,
+        worker_slots,
+        head_slots,
+        run=job.local_run.path.resolve(),
+        cpus=options.worker_cpus,
+    )
     cluster.up()
     try:
         print(

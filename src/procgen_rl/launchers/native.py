@@ -7,6 +7,7 @@ import secrets
 
 from procgen_rl import envvars
 from procgen_rl.launchers import Job, LaunchOptions, Outcome
+from procgen_rl.layout import Layout, place_on_this_machine
 
 
 def local_ray_token() -> None:
@@ -17,7 +18,12 @@ def local_ray_token() -> None:
         os.environ.setdefault(envvars.RAY_AUTH_MODE, "token")
 
 
-def launch(job: Job, options: LaunchOptions) -> Outcome:
+def place(job: Job, options: LaunchOptions) -> Layout:
+    """This machine learns and samples (with RAY_ADDRESS, the runners go wherever that cluster has room)."""
+    return place_on_this_machine(job.experiment, job.explicit)
+
+
+def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
     local_ray_token()
     from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
 

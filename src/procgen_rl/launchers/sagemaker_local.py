@@ -24,8 +24,9 @@ from procgen_rl.launchers.sagemaker_sdk import (
     resolved_in_job,
     unpack,
 )
+from procgen_rl.layout import Layout
 from procgen_rl.run_dir import RunDir
-from procgen_rl.runtime.sagemaker import RUN_SUBDIR
+from procgen_rl.runtime.sagemaker import LOCAL_MODE, RUN_SUBDIR
 
 ROLE = "arn:aws:iam::000000000000:role/procgen-rl-local"  # local mode never calls IAM
 SHM_SIZE = "2g"  # Ray's object store lives in /dev/shm; Docker's default is 64 MB
@@ -58,12 +59,13 @@ def local_session() -> Any:
     return session
 
 
-def launch(job: Job, options: LaunchOptions) -> Outcome:
-    """Run the job; unpack its model.tar.gz and output.tar.gz into the run directory.
+def local_resources(instances: int) -> dict[str, Any]:
+    """resourceconfig.json as local mode writes it (the SDK names the hosts algo-1-<random>)."""
+    return {"hosts": [f"algo-{i}" for i in range(1, instances + 1)], "current_instance_type": LOCAL_MODE}
 
-    The run's config.yaml is the job's own (RUN/output/data/run): its head resolves the
-    hyperparameters as `resolved_in_job` does here.
-    """
+
+def place(job: Job, options: LaunchOptions) -> Layout:
+    """The layout the job's head will choose: the job's hosts share this machine."""
     if job.resume:
         raise UserError(
             "--backend sagemaker starts a new job; resume a local-mode job's model with "
@@ -71,8 +73,17 @@ def launch(job: Job, options: LaunchOptions) -> Outcome:
         )
     if options.instances < 1:
         raise UserError(f"--instances must be >= 1, got {options.instances}")
+    return resolved_in_job(job.experiment_file, job.overrides, local_resources(options.instances))[1]
+
+
+def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
+    """Run the job; unpack its model.tar.gz and output.tar.gz into the run directory.
+
+    The run's config.yaml is the job's own (RUN/output/data/run): its head resolves the
+    hyperparameters as `resolved_in_job` does here.
+    """
     arguments = estimator_arguments(job.experiment_file, job.overrides)
-    check_buildable(resolved_in_job(job.experiment_file, job.overrides, options.instances))
+    check_buildable(resolved_in_job(job.experiment_file, job.overrides, local_resources(options.instances))[0])
     check_docker(options.image)
     Estimator = import_estimator()
     prefer_compose_v1()

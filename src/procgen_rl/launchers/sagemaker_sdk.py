@@ -17,6 +17,7 @@ from typing import Any
 from procgen_rl import envvars
 from procgen_rl.config import Experiment
 from procgen_rl.errors import UserError
+from procgen_rl.layout import Layout
 from procgen_rl.runtime.sagemaker import EXPERIMENT_KEY, encode_hyperparameters, job_experiment
 
 # Passed to the SDK's sessions: no telemetry, and no SDK defaults read from S3 or ~/.config.
@@ -33,11 +34,14 @@ def estimator_arguments(experiment_file: str, overrides: dict[str, Any]) -> dict
     }
 
 
-def resolved_in_job(experiment_file: str, overrides: dict[str, Any], hosts: int) -> Experiment:
-    """The experiment as the job's hosts will resolve it from its hyperparameters (same function,
-    same values), so it is checked here and the host and the job agree on it."""
+def resolved_in_job(
+    experiment_file: str, overrides: dict[str, Any], resources: dict[str, Any]
+) -> tuple[Experiment, Layout]:
+    """The experiment and its layout as the job's hosts will resolve them from its hyperparameters
+    and `resources`, the resourceconfig.json they will read (same function, same values), so they
+    are checked here and the host and the job agree on them."""
     hyperparameters = {EXPERIMENT_KEY: os.path.relpath(experiment_file), **overrides}
-    return job_experiment(hyperparameters, hosts)[0]
+    return job_experiment(hyperparameters, resources)
 
 
 def import_sdk() -> ModuleType:

@@ -21,6 +21,7 @@ from pathlib import Path
 from procgen_rl import envvars
 from procgen_rl.config import ENV_RUNNER_SLOT
 from procgen_rl.errors import ConfigError, UserError
+from procgen_rl.layout import usable_cpus
 
 RAY_PORT = 6379
 CLIENT_PORT = 10001  # Ray Client (ray://), for drivers outside the cluster
@@ -40,7 +41,17 @@ def require_auth_token() -> None:
     os.environ[envvars.RAY_AUTH_MODE] = "token"
 
 
-def start_head(slots: int) -> None:
+def node_resources(slots: int, reserved_cpus: int) -> list[str]:
+    """`ray start`'s resources for this node: its env runner slots, and the CPUs it may use as the
+    layout counts them (affinity and cgroup quota: a container's `cpus:` limit; Ray's own count
+    ignores the affinity and rounds a quota below 1 CPU down to none), at least the
+    `reserved_cpus` its runners reserve: a host smaller than the instance type its job planned
+    with (a test on a small machine) runs them crowded instead of waiting for CPUs forever."""
+    cpus = max(usable_cpus(), reserved_cpus)
+    return [f"--num-cpus={cpus}", f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}"]
+
+
+def start_head(slots: int, reserved_cpus: int = 0) -> None:
     """A Ray head on this node (no dashboard), with `slots` env runner slots; this process and its
     children (the driver) join it through RAY_ADDRESS."""
     _ray(
@@ -50,7 +61,7 @@ def start_head(slots: int) -> None:
         f"--ray-client-server-port={CLIENT_PORT}",
         "--include-dashboard=false",
         "--disable-usage-stats",
-        f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}",
+        *node_resources(slots, reserved_cpus),
     )
     os.environ[envvars.RAY_ADDRESS] = f"127.0.0.1:{RAY_PORT}"
 
@@ -63,7 +74,7 @@ def head_reachable(head: str) -> bool:
         return False
 
 
-def join(head: str, slots: int, timeout_s: float) -> None:
+def join(head: str, slots: int, timeout_s: float, reserved_cpus: int = 0) -> None:
     """Join the head (waiting while it starts), sample until it finishes, then leave cleanly.
 
     A worker's job ends with the head's: return normally when the head is gone or SIGTERM
@@ -82,7 +93,7 @@ def join(head: str, slots: int, timeout_s: float) -> None:
         "start",
         f"--address={head}:{RAY_PORT}",
         "--disable-usage-stats",
-        f"--resources={json.dumps({ENV_RUNNER_SLOT: slots})}",
+        *node_resources(slots, reserved_cpus),
     )
     print(
         f"joined the Ray cluster at {head} with {slots} env runner slot(s); sampling until the head finishes",

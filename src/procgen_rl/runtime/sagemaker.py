@@ -14,15 +14,18 @@ SageMaker runs `docker run IMAGE train`; the sagemaker-training toolkit's `train
                                                `procgen-rl rollout` reads) + policy.pt2
     /opt/ml/output/failure                     first line: why the job failed
 
-Every host resolves the experiment from its hyperparameters once (`job_experiment`, which the
-host-side launchers call too, so a job is checked before it starts). The head writes it as the
-run's config.yaml, starts a Ray head and trains; other hosts join as workers. No S3 signal files:
+Every host resolves the experiment from its hyperparameters once and plans the job's layout from
+resourceconfig.json's instance types (`job_experiment`, which the host-side launchers call too,
+so a job is checked before it starts and every host plans the same). The head writes it as the
+run's config.yaml, starts a Ray head and trains; other hosts join as workers, each with its env
+runner slots. No S3 signal files:
 workers find the head by its host name and authenticate with the shared RAY_AUTH_TOKEN from the
 job's environment. SAGEMAKER_BASE_DIR moves /opt/ml.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,9 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from procgen_rl import envvars
-from procgen_rl.config import Experiment, load_experiment
+from procgen_rl.config import Experiment, read_experiment
 from procgen_rl.errors import ConfigError, UserError
-from procgen_rl.layout import check_fits_host, spread_over_hosts
+from procgen_rl.layout import (
+    HostSpec,
+    Layout,
+    check_fits_host,
+    instance_host,
+    place,
+    this_host,
+    unknown_instance_type,
+    visible_gpus,
+)
 from procgen_rl.runtime import ray_nodes
 
 CONTAINER_BASE = Path("/opt/ml")
@@ -45,6 +57,8 @@ EXPERIMENTS_DIR = Path("experiments")  # relative to the working directory: /opt
 EXPERIMENT_KEY = "experiment"
 DEFAULT_EXPERIMENT = "ppo-8m.yaml"
 GPU_FAMILIES = ("ml.g", "ml.p")  # g4dn, g5, p3, p4d...: GPU instance types
+# The SDK's instance types in local mode: containers on this machine, with its GPUs in the second.
+LOCAL_MODE, LOCAL_GPU_MODE = "local", "local_gpu"
 JOIN_TIMEOUT_S = 300  # hosts of one job start within seconds of each other; this is generous
 POLICY_FILE = "policy.pt2"  # torch.export program: torch.export.load(path).module()(frames)
 
@@ -62,6 +76,7 @@ class TrainingEnv:
     current_host: str
     hosts: tuple[str, ...]
     head_host: str
+    resources: dict[str, Any]  # resourceconfig.json: the instance type of every host
 
     @property
     def is_head(self) -> bool:
@@ -125,18 +140,68 @@ def decode_hyperparameter(text: Any) -> Any:
     return text
 
 
-def job_experiment(hyperparameters: dict[str, Any], hosts: int) -> tuple[Experiment, int]:
-    """The job's experiment, resolved once per host, and the env runner slots each host offers.
+def job_experiment(hyperparameters: dict[str, Any], resources: dict[str, Any]) -> tuple[Experiment, Layout]:
+    """The job's experiment, resolved once per host, with its layout on the job's hosts.
 
-    `experiment` names the file; every other hyperparameter overrides a value. With several hosts
-    the env runners spread over all of them (procgen_rl.layout). The host-side launchers call
-    this too, so a job is checked, and means the same, before it starts.
+    `experiment` names the file; every other hyperparameter overrides a value. The host-side
+    launchers call this too, with the resourceconfig.json the job will have, so a job is checked,
+    and means the same, before it starts.
     """
+    experiment, explicit = hyperparameter_experiment(hyperparameters)
+    return experiment, job_layout(experiment, explicit, resources)
+
+
+def hyperparameter_experiment(hyperparameters: dict[str, Any]) -> tuple[Experiment, frozenset[str]]:
+    """The experiment the hyperparameters name, and the keys the file or the hyperparameters set."""
     overrides = dict(hyperparameters)
     path = experiment_path(str(overrides.pop(EXPERIMENT_KEY, DEFAULT_EXPERIMENT)))
-    experiment = load_experiment(path, overrides, override_source="hyperparameter")
-    slots = spread_over_hosts(experiment, hosts, overrides, f"{hosts} hosts") if hosts > 1 else 1
-    return experiment, slots
+    return read_experiment(path, overrides, override_source="hyperparameter")
+
+
+def job_layout(experiment: Experiment, explicit: frozenset[str], resources: dict[str, Any]) -> Layout:
+    """Place the env runners on every host of the job (procgen_rl.layout); the head learns.
+
+    Every host plans from the instance types in resourceconfig.json, not from what it measures, so
+    all of them agree on each host's runners.
+    """
+    hosts = host_specs(resources)
+    head = next(spec for spec in hosts if spec.name == head_host(resources))
+    why = f"{len(hosts)} host{'s' * (len(hosts) != 1)} ({', '.join(sorted({h.kind for h in hosts}))})"
+    return place(experiment, explicit, head, hosts, why, spread=len(hosts) > 1)
+
+
+def host_specs(resources: dict[str, Any]) -> list[HostSpec]:
+    """Every host of the job as the layout sees it: its instance type's entry in the table; in
+    local mode this machine, shared by the job's hosts; a type the table lacks measured on a host
+    of that type (all hosts of one type are alike), else an error."""
+    types = {host: group["instance_type"] for group in resources.get("instance_groups", []) for host in group["hosts"]}
+    here = resources.get("current_instance_type", "")
+    hosts = all_hosts(resources)
+    specs = []
+    for host in hosts:
+        kind = types.get(host, here)
+        spec = instance_host(host, kind)
+        if spec is None and kind.startswith(LOCAL_MODE):
+            machine = this_host()
+            shared = max(1, machine.cpus // len(hosts))
+            gpus = (machine.gpus, machine.gpu_memory_gib) if kind == LOCAL_GPU_MODE else (0, 0.0)
+            spec = HostSpec(host, shared, *gpus, f"{kind} mode, 1/{len(hosts)} of this machine")
+        elif spec is None and kind == here:
+            spec = dataclasses.replace(this_host(host), kind=kind)
+        elif spec is None:
+            raise unknown_instance_type(kind)
+        specs.append(spec)
+    return specs
+
+
+def infer_on_the_cpu(experiment: Experiment, explicit: frozenset[str]) -> bool:
+    """The plan gave the runners GPU shares, but the head sees no GPU (a CPU image on a GPU type):
+    they infer on the CPU instead, unless the user set the shares. True when they moved."""
+    res = experiment.resources
+    if not res.num_gpus_per_env_runner or "resources.num_gpus_per_env_runner" in explicit:
+        return False
+    res.num_gpus_per_env_runner = 0.0
+    return True
 
 
 def all_hosts(resource_config: dict) -> tuple[str, ...]:
@@ -189,7 +254,7 @@ def read_training_env() -> TrainingEnv:
         raise ConfigError(
             f"{config_dir / 'resourceconfig.json'}: current_host {current!r} is not one of its hosts {list(hosts)}"
         )
-    return TrainingEnv(base, hyperparameters, current, hosts, head_host(resources))
+    return TrainingEnv(base, hyperparameters, current, hosts, head_host(resources), resources)
 
 
 def export_model(env: TrainingEnv, checkpoint: Path, experiment_config: Path) -> None:
@@ -212,7 +277,7 @@ def train_head(env: TrainingEnv, experiment: Experiment, slots: int) -> None:
     run = RunDir(env.run_path, checkpoints_path=env.checkpoints_path)
     run.write_config(experiment)
     if len(env.hosts) > 1:
-        ray_nodes.start_head(slots)
+        ray_nodes.start_head(slots, slots * experiment.resources.num_cpus_per_env_runner)
     checkpoint = run.latest_checkpoint()
     if checkpoint:
         print(f"resuming from {checkpoint} (SageMaker restored /opt/ml/checkpoints)", flush=True)
@@ -228,14 +293,19 @@ def main() -> int:
         env = read_training_env()
         os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
         print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
-        experiment, slots = job_experiment(env.hyperparameters, len(env.hosts))
+        experiment, explicit = hyperparameter_experiment(env.hyperparameters)
+        layout = job_layout(experiment, explicit, env.resources)
+        slots = layout.runners_on(env.current_host)
         if len(env.hosts) > 1:
             ray_nodes.require_auth_token()
         if env.is_head:
             check_fits_host(experiment)
+            print(layout.describe(), flush=True)
+            if not visible_gpus()[0] and infer_on_the_cpu(experiment, explicit):
+                print(f"{env.current_host}: no GPU visible here: the env runners infer on the CPU", flush=True)
             train_head(env, experiment, slots)
         else:
-            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
+            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S, slots * experiment.resources.num_cpus_per_env_runner)
         return 0
     except UserError as err:
         reason, code = f"error: {err}", 2
