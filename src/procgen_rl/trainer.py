@@ -6,7 +6,8 @@ config.yaml before this runs.
 
 Loop: algo.train() -> count steps ourselves -> report -> checkpoint when due -> stop when a
 limit is reached or SIGINT/SIGTERM arrived (the current iteration finishes, a checkpoint is
-written, then it exits; a second signal exits at once, see procgen_rl.signals).
+written, then it exits; a second signal, or one before the loop, exits at once, see
+procgen_rl.signals).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from procgen_rl import envvars, registry
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
@@ -27,7 +32,7 @@ from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
-from procgen_rl.run_dir import RunDir, TrainState, load_state
+from procgen_rl.run_dir import RunDir, TrainState, load_state, writing
 from procgen_rl.signals import TwoStageStop
 
 
@@ -209,6 +214,26 @@ def eta_seconds(experiment: Experiment, state: TrainState, steps_per_s: float) -
     return max(0.0, min(left))
 
 
+@contextmanager
+def stop_signals_left_alone() -> Iterator[None]:
+    """ray.init without its two takeovers of this process's SIGTERM.
+
+    ray.init replaces SIGTERM's Python handler with sys.exit(15)
+    (https://github.com/ray-project/ray/issues/17308), and the core worker it starts installs
+    Abseil's failure handler, which on SIGTERM dumps a stack and arms an abort 3 s later (exit
+    134) before passing the signal on (https://github.com/ray-project/ray/pull/64830). Neither
+    has a setting for a driver with its own stop handling, so in this process both are skipped
+    and the handlers in place stay (procgen_rl.signals); Ray's own processes keep theirs.
+    """
+    from ray._private import ray_constants, utils
+
+    with (
+        mock.patch.object(utils, "set_sigterm_handler", lambda handler: None),
+        mock.patch.object(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", True),
+    ):
+        yield
+
+
 def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray; then
     wait until `nodes` nodes are alive, so every host gets its env runners.
@@ -219,19 +244,36 @@ def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     import ray
 
     address = os.environ.get(envvars.RAY_ADDRESS)
-    if address:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
-    else:
-        slots = max(1, experiment.resources.num_env_runners)
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            log_to_driver=True,
-            logging_level=logging.WARNING,
-            resources={ENV_RUNNER_SLOT: slots},
-        )
+    with stop_signals_left_alone():
+        if address:
+            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        else:
+            slots = max(1, experiment.resources.num_env_runners)
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                resources={ENV_RUNNER_SLOT: slots},
+            )
     if nodes > 1:
         wait_for_nodes(nodes, NODES_JOIN_TIMEOUT_S)
+
+
+def build_algo(config: Any) -> Any:
+    """The RLlib Algorithm, leaving nothing in the home directory.
+
+    An Algorithm is a Tune Trainable, and one built outside Tune makes itself a log directory,
+    an empty ~/ray_results/<timestamp>/ (Trainable._setup_logdir), with no setting to move it
+    (https://github.com/ray-project/ray/issues/46592). procgen-rl logs into the run directory
+    and the RLlib stack it runs writes nothing there, so that directory is a scratch one,
+    removed once the Algorithm is built.
+    """
+    from ray.tune.trainable import trainable
+
+    with tempfile.TemporaryDirectory(prefix="procgen-rl-trainable-") as scratch:
+        with mock.patch.object(trainable, "DEFAULT_STORAGE_PATH", scratch):
+            return config.build_algo()
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -281,11 +323,9 @@ def train(experiment: Experiment, run: RunDir, resume: bool, nodes: int = 1) -> 
             raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
         state = load_state(checkpoint) if checkpoint else TrainState()
         outcome = _train_locked(experiment, run, config, checkpoint, state, nodes)
-    run.stopped_path.write_text(
-        json.dumps(
-            {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}, indent=2
-        )
-    )
+    stopped = {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}
+    with writing(run.path, "stopped.json"):
+        run.stopped_path.write_text(json.dumps(stopped, indent=2))
     return outcome
 
 
@@ -303,7 +343,7 @@ def _train_locked(
 
     print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
     init_ray(experiment, nodes)
-    algo = config.build_algo()
+    algo = build_algo(config)
     if checkpoint:
         try:
             algo.restore_from_path(str(checkpoint.resolve()))
@@ -312,7 +352,8 @@ def _train_locked(
             raise CheckpointError(f"{checkpoint}: cannot restore ({type(err).__name__}: {err})") from None
         print(f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_total:,} steps", flush=True)
     run.stopped_path.unlink(missing_ok=True)  # training again: interrupted until it stops cleanly
-    reporter = Reporter(str(run.path))
+    with writing(run.path, "TensorBoard events"):
+        reporter = Reporter(str(run.path))
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
     healthy = experiment.resources.num_env_runners
@@ -337,10 +378,10 @@ def _train_locked(
                 state.time_total_s += seconds
                 state.episodes_total += sampled(result, "num_episodes")
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
-                reporter.report(
-                    metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, metrics["steps_per_s"])
-                )
-                reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
+                with writing(run.path, "the metrics"):
+                    eta = eta_seconds(experiment, state, metrics["steps_per_s"])
+                    reporter.report(metrics, experiment.stop.timesteps_total, eta)
+                    reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
                 healthy = report_env_runner_health(algo, experiment, healthy)
                 reason = stop_reason(experiment, state, seconds) or (signals.received and "signal")
                 frequency = experiment.checkpoint.frequency

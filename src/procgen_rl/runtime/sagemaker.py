@@ -37,6 +37,7 @@ from procgen_rl.config import Experiment, load_experiment
 from procgen_rl.errors import ConfigError, UserError
 from procgen_rl.layout import check_fits_host, spread_over_hosts
 from procgen_rl.runtime import ray_nodes
+from procgen_rl.signals import Stopped, TwoStageStop, exit_code
 
 CONTAINER_BASE = Path("/opt/ml")
 RUN_SUBDIR = Path("output/data/run")  # the run directory: events, config.yaml, steps_by_host.json
@@ -225,18 +226,21 @@ def main() -> int:
     """Run this host's part of the job; on failure write the failure file and exit non-zero."""
     env = None
     try:
-        env = read_training_env()
-        os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
-        print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
-        experiment, slots = job_experiment(env.hyperparameters, len(env.hosts))
-        if len(env.hosts) > 1:
-            ray_nodes.require_auth_token()
-        if env.is_head:
-            check_fits_host(experiment)
-            train_head(env, experiment, slots)
-        else:
-            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
+        with TwoStageStop():  # stopped before the training loop: exit at once, quietly
+            env = read_training_env()
+            os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
+            print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
+            experiment, slots = job_experiment(env.hyperparameters, len(env.hosts))
+            if len(env.hosts) > 1:
+                ray_nodes.require_auth_token()
+            if env.is_head:
+                check_fits_host(experiment)
+                train_head(env, experiment, slots)
+            else:
+                ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S)
         return 0
+    except Stopped as stop:
+        return exit_code(stop.signum)
     except UserError as err:
         reason, code = f"error: {err}", 2
     except Exception as err:  # a framework fault: keep the traceback in the log
