@@ -1,10 +1,11 @@
 """Bad input through the real CLI: one `error:` line, exit 2, before Ray starts, nothing lost."""
 
 import json
+import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, fill, run_cli, tmpfs
 
 PPO = "experiments/ppo-8m.yaml"
 
@@ -227,3 +228,128 @@ def test_out_of_range_settings_and_bad_files_fail_before_ray(tmp_path, args, fra
     )
     assert_one_line_error(result, *(fragment.format(tmp=tmp_path) for fragment in fragments))
     assert not (tmp_path / "results").exists()
+
+
+def filesystem_cases(tmp_path):
+    """Paths the filesystem refuses, by what is wrong with them."""
+    (tmp_path / "file").write_text("not a directory\n")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "results_dir, fragments",
+    [
+        ("{tmp}/file/results", ["run directory {tmp}/file/results/smoke-", ": {tmp}/file is not a directory"]),
+        ("{tmp}/file", ["run directory {tmp}/file/smoke-", ": {tmp}/file is not a directory"]),
+        ("/proc", ["run directory /proc/smoke-", ": cannot create it (no such file or directory)"]),
+        ("/proc/self/fd/0", ["run directory /proc/self/fd/0/smoke-"]),
+        ("{tmp}/loop-a/results", ["{tmp}/loop-a: too many levels of symbolic links"]),
+        ("{tmp}/dangling/results", ["{tmp}/dangling is a symbolic link to nothing"]),
+        ("/dev/null", ["run directory /dev/null/smoke-", "/dev/null is not a directory"]),
+    ],
+)
+def test_a_results_dir_that_cannot_hold_runs_is_one_line(tmp_path, results_dir, fragments):
+    tmp = filesystem_cases(tmp_path)
+    before = sorted(tmp.rglob("*"))
+    result = run_cli("train", "experiments/smoke.yaml", env={"RESULTS_DIR": results_dir.format(tmp=tmp)}, timeout=120)
+    assert_one_line_error(result, *(f.format(tmp=tmp) for f in fragments), "choose another --run-dir or RESULTS_DIR")
+    assert sorted(tmp.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "run_dir, fragments",
+    [
+        ("{tmp}/file", ["run directory {tmp}/file: it is not a directory"]),
+        ("{tmp}/file/run", ["run directory {tmp}/file/run: {tmp}/file is not a directory"]),
+        ("{tmp}/loop-a", ["run directory {tmp}/loop-a: too many levels of symbolic links"]),
+        ("{tmp}", ["{tmp} holds other files: a new run needs a new or empty --run-dir"]),
+    ],
+)
+def test_a_run_dir_that_cannot_be_one_is_one_line(tmp_path, run_dir, fragments):
+    tmp = filesystem_cases(tmp_path)
+    before = sorted(tmp.rglob("*"))
+    result = run_cli("train", "experiments/smoke.yaml", "--run-dir", run_dir.format(tmp=tmp), timeout=120)
+    assert_one_line_error(result, *(f.format(tmp=tmp) for f in fragments))
+    assert sorted(tmp.rglob("*")) == before
+
+
+def test_a_read_only_results_dir_is_one_line(tmp_path):
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as read_only:
+        result = run_cli(
+            "train", "experiments/smoke.yaml", env={"RESULTS_DIR": str(read_only / "results")}, timeout=120
+        )
+    assert_one_line_error(
+        result, f"run directory {read_only}/results/smoke-", "cannot create it (read-only file system)"
+    )
+
+
+def test_a_full_disk_is_found_before_ray_starts(tmp_path):
+    with tmpfs(tmp_path / "full", "256k") as full:
+        fill(full)
+        result = run_cli("train", "experiments/smoke.yaml", "--run-dir", str(full / "run"), timeout=120)
+        assert_one_line_error(result, f"run directory {full}/run: cannot write to it (no space left on device)")
+        assert [p.name for p in full.iterdir()] == ["fill"]
+
+
+@pytest.mark.parametrize(
+    "out, fragment",
+    [
+        ("{tmp}/file", "--out {tmp}/file: it is not a directory; choose another --out"),
+        ("{tmp}/file/rollout", "--out {tmp}/file/rollout: {tmp}/file is not a directory"),
+        ("/proc/rollout", "--out /proc/rollout: cannot create it (no such file or directory)"),
+    ],
+)
+def test_rollout_out_that_cannot_be_written_fails_before_the_episodes(tmp_path, out, fragment):
+    tmp = filesystem_cases(tmp_path)
+    checkpoint = make_run_with_corrupt_checkpoint(tmp / "run")  # the --out check comes before the policy loads
+    result = run_cli("rollout", str(checkpoint), "--out", out.format(tmp=tmp), timeout=120)
+    assert_one_line_error(result, fragment.format(tmp=tmp))
+    assert (tmp / "file").read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize(
+    "experiment, fragment",
+    [
+        ("experiments", "experiments: not a regular file (a directory, device or pipe)"),
+        ("/dev/zero", "/dev/zero: not a regular file"),
+        ("{tmp}/huge.yaml", "{tmp}/huge.yaml: 2,097,152 bytes, too large for an experiment"),
+    ],
+)
+def test_an_experiment_that_is_not_a_file_is_one_line(tmp_path, experiment, fragment):
+    (tmp_path / "huge.yaml").write_text("#" * (2**21 - 1) + "\n")
+    result = run_cli("train", experiment.format(tmp=tmp_path), timeout=120)
+    assert_one_line_error(result, fragment.format(tmp=tmp_path))
+
+
+def test_resume_names_a_checkpoint_that_must_be_complete(tmp_path):
+    checkpoint = make_run_with_corrupt_checkpoint(tmp_path)
+    partial = checkpoint.with_name("checkpoint_000002.partial")
+    partial.mkdir()
+    result = run_cli("train", "--resume", str(partial), timeout=120)
+    assert_one_line_error(result, f"{partial}: not a complete checkpoint")
+    (checkpoint / "rllib_checkpoint.json").unlink()
+    result = run_cli("train", "--resume", str(checkpoint), timeout=120)
+    assert_one_line_error(result, f"{checkpoint}: no rllib_checkpoint.json")
+
+
+def test_resume_from_an_older_corrupt_checkpoint_puts_the_newer_ones_back(tmp_path):
+    older = make_run_with_corrupt_checkpoint(tmp_path)
+    newer = older.with_name("checkpoint_000002")
+    shutil.copytree(older, newer)
+    result = run_cli(
+        "train",
+        "--resume",
+        str(older),
+        "--set",
+        "algorithm.num_envs=8",
+        "--set",
+        "algorithm.num_steps=64",
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {older}: cannot restore")
+    assert f"the newer checkpoints moved to {tmp_path}/checkpoints/superseded-" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]

@@ -1,8 +1,10 @@
 """`procgen-rl`: train on any backend, rollout, compose clusters and SageMaker jobs from the command line.
 
 The CLI parses and resolves the experiment once, checks it, then hands it to a launcher
-(procgen_rl.launchers). User errors (bad config, missing checkpoint) print one `error:` line and
-exit 2, before Ray starts; anything else is a bug and keeps its traceback.
+(procgen_rl.launchers). User errors (bad config, missing checkpoint, a path the filesystem
+refuses) print one `error:` line and exit 2, before Ray starts where they can be found there; a
+stop signal exits quietly with 130 or 143 (procgen_rl.signals); anything else is a bug and keeps
+its traceback (exit 1). docs/errors.md lists them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from procgen_rl import envvars
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import BACKENDS, DEFAULT_IMAGE, Job, LaunchOptions, Outcome
+from procgen_rl.signals import Stopped, TwoStageStop, exit_code
 
 if TYPE_CHECKING:
     from procgen_rl.config import Experiment
@@ -53,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue RUN_DIR from its latest checkpoint with its saved config; "
-        "steps, iterations and wall time continue, --set may change stop limits",
+        help="continue RUN_DIR from its latest checkpoint with its saved config, or from "
+        "RUN_DIR/checkpoints/checkpoint_N (newer ones are set aside); steps, iterations and wall "
+        "time continue, --set may change stop limits",
     )
     train.add_argument(
         "--resume-interrupted",
@@ -383,7 +387,7 @@ def run_cloud(args: argparse.Namespace) -> int | None:
 def resolve_run(args: argparse.Namespace) -> Job:
     """The job train's arguments ask for, resolved and checked before anything starts."""
     from procgen_rl.config import parse_set_args, read_experiment
-    from procgen_rl.run_dir import RunDir, interrupted_run, new_run_path
+    from procgen_rl.run_dir import RunDir, interrupted_run, is_checkpoint, load_state, new_run_path, resolve_checkpoint
 
     overrides = parse_set_args(args.overrides)
     if args.resume and (args.experiment or args.run_dir):
@@ -400,6 +404,8 @@ def resolve_run(args: argparse.Namespace) -> Job:
                     f"{run.path} already holds checkpoints: continue it with --resume {run.path}, "
                     "or choose another --run-dir"
                 )
+            if run.path.is_dir() and any(run.path.iterdir()) and not run.config_path.is_file():
+                raise UserError(f"{run.path} holds other files: a new run needs a new or empty --run-dir")
             return Job(experiment, args.experiment, overrides, explicit, run, resume=False)
         print(
             f"{interrupted.path} was interrupted: resuming it (start a new run without --resume-interrupted, "
@@ -407,14 +413,19 @@ def resolve_run(args: argparse.Namespace) -> Job:
             flush=True,
         )
         args.resume = str(interrupted.path)
-    run = RunDir(Path(args.resume))
+    resume_from = None
+    if is_checkpoint(Path(args.resume)):
+        run, resume_from = resolve_checkpoint(args.resume)
+        load_state(resume_from)  # a damaged one fails here, before anything is set aside
+    else:
+        run = RunDir(Path(args.resume))
     if not run.config_path.is_file():
         raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
     if not run.checkpoints():
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
     # Every key of a run's config.yaml is set: a resumed run keeps its layout unless --set changes it.
     experiment, explicit = read_experiment(run.config_path, overrides)
-    return Job(experiment, str(run.config_path), overrides, explicit, run, resume=True)
+    return Job(experiment, str(run.config_path), overrides, explicit, run, resume=True, resume_from=resume_from)
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -627,10 +638,13 @@ def main(argv: list[str] | None = None) -> int:
         "cloud": run_cloud,
     }
     try:
-        return commands[args.command](args) or 0
+        with TwoStageStop():  # a stop signal before training or a rollout loop stops at once, quietly
+            return commands[args.command](args) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Stopped as stop:
+        return exit_code(stop.signum)
 
 
 if __name__ == "__main__":

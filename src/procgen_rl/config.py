@@ -31,6 +31,7 @@ INT32_MAX = 2**31 - 1  # Procgen and envpool take level seeds and env seeds as C
 MAX_ENVS = 2**16
 MAX_STEPS = 2**16
 MAX_ACTORS = 1024  # env runners or learners: more than any cluster this harness launches
+MAX_EXPERIMENT_BYTES = 2**20  # an experiment is a page of YAML; a bigger file is not one
 LEARNER_DEVICES = ("auto", "cpu", "cuda")
 LAYOUTS = ("auto", "manual")
 # The Ray custom resource a launcher gives each host (N units = N env runners there), so that
@@ -464,10 +465,14 @@ def read_experiment(
     """`load_experiment`, and the dotted keys the file or the overrides set: the values the user
     chose, which an automatic layout keeps."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a directory, device or pipe); an experiment is a YAML file")
     if not path.is_file():
         known = sorted(str(p) for p in Path("experiments").glob("*.yaml"))
         hint = f"; available: {', '.join(known)}" if known else ""
         raise ConfigError(f"experiment file not found: {path}{hint}")
+    if path.stat().st_size > MAX_EXPERIMENT_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, too large for an experiment (YAML settings)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A run directory or checkpoint that is missing, empty or unreadable."""
+
+
+class FilesystemError(UserError):
+    """A path the run writes that the filesystem refuses: read-only, full, not a directory."""

@@ -21,7 +21,7 @@ import numpy as np
 from procgen_rl.config import EnvConfig, Experiment, load_experiment
 from procgen_rl.errors import CheckpointError
 from procgen_rl.procgen import FRAME_SHAPE, normalized_score
-from procgen_rl.run_dir import resolve_checkpoint
+from procgen_rl.run_dir import check_writable, resolve_checkpoint, writing
 
 MODULE_PATH = Path("learner_group", "learner", "rl_module", "default_policy")
 VIDEO_SCALE = 4  # 64x64 frames -> 256x256 video
@@ -142,6 +142,8 @@ def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: b
     if not run.config_path.is_file():
         raise CheckpointError(f"{run.path}: no config.yaml beside the checkpoints; not a procgen-rl run directory")
     experiment: Experiment = load_experiment(run.config_path)
+    out = Path(out_dir) if out_dir else run.rollout_path
+    check_writable(out, "--out" if out_dir else "rollout output", "choose another --out")
     module = load_module(checkpoint)
     train_env = experiment.env_config
     test_env = unseen_levels(train_env)
@@ -159,11 +161,11 @@ def rollout(run_or_checkpoint: str, episodes: int, out_dir: str | None, video: b
     scores = summary["train"]["normalized_score"], summary["test"]["normalized_score"]
     summary["generalization_gap"] = None if None in scores else scores[0] - scores[1]
 
-    out = Path(out_dir) if out_dir else run.rollout_path
-    out.mkdir(parents=True, exist_ok=True)
-    if video:
-        summary["video"] = str(out / "episode.mp4")
-        write_video(train.frames, Path(summary["video"]))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with writing(out, "the rollout"):
+        out.mkdir(parents=True, exist_ok=True)
+        if video:
+            summary["video"] = str(out / "episode.mp4")
+            write_video(train.frames, Path(summary["video"]))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["summary_path"] = str(out / "summary.json")
     return summary

@@ -6,7 +6,8 @@ config.yaml before this runs.
 
 Loop: algo.train() -> count steps ourselves -> report -> checkpoint when due -> stop when a
 limit is reached or SIGINT/SIGTERM arrived (the current iteration finishes, a checkpoint is
-written, then it exits; a second signal exits at once, see procgen_rl.signals).
+written, then it exits; a second signal, or one before the loop, exits at once, see
+procgen_rl.signals).
 
 Two step counts: env steps sampled (the env runners' fragments that reached the driver) and env
 steps trained (those the learner updated on, each counted once however many epochs pass over
@@ -24,11 +25,14 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from procgen_rl import envvars, evaluation, registry
 from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
@@ -37,7 +41,7 @@ from procgen_rl.layout import usable_cpus
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
 from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
-from procgen_rl.run_dir import RunDir, TrainState, load_state
+from procgen_rl.run_dir import RunDir, TrainState, load_state, writing
 from procgen_rl.signals import TwoStageStop
 
 IterationHook = Callable[[dict[str, float]], None]
@@ -260,6 +264,26 @@ def eta_seconds(experiment: Experiment, state: TrainState, trained_per_s: float)
     return max(0.0, min(left))
 
 
+@contextmanager
+def stop_signals_left_alone() -> Iterator[None]:
+    """ray.init without its two takeovers of this process's SIGTERM.
+
+    ray.init replaces SIGTERM's Python handler with sys.exit(15)
+    (https://github.com/ray-project/ray/issues/17308), and the core worker it starts installs
+    Abseil's failure handler, which on SIGTERM dumps a stack and arms an abort 3 s later (exit
+    134) before passing the signal on (https://github.com/ray-project/ray/pull/64830). Neither
+    has a setting for a driver with its own stop handling, so in this process both are skipped
+    and the handlers in place stay (procgen_rl.signals); Ray's own processes keep theirs.
+    """
+    from ray._private import ray_constants, utils
+
+    with (
+        mock.patch.object(utils, "set_sigterm_handler", lambda handler: None),
+        mock.patch.object(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", True),
+    ):
+        yield
+
+
 def init_ray(experiment: Experiment, nodes: int = 1) -> None:
     """Join the cluster in RAY_ADDRESS if a launcher started one, else start a local Ray; then
     wait until `nodes` nodes are alive, so every host gets its env runners.
@@ -286,17 +310,18 @@ def start_ray(slots: int, reserved_cpus: int = 0) -> None:
     import ray
 
     address = os.environ.get(envvars.RAY_ADDRESS)
-    if address:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
-    else:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            log_to_driver=True,
-            logging_level=logging.WARNING,
-            num_cpus=max(usable_cpus(), reserved_cpus),
-            resources={ENV_RUNNER_SLOT: slots},
-        )
+    with stop_signals_left_alone():
+        if address:
+            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        else:
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                num_cpus=max(usable_cpus(), reserved_cpus),
+                resources={ENV_RUNNER_SLOT: slots},
+            )
 
 
 def use_learner_threads(experiment: Experiment) -> None:
@@ -305,6 +330,22 @@ def use_learner_threads(experiment: Experiment) -> None:
         import torch
 
         torch.set_num_threads(experiment.resources.learner_threads)
+
+
+def build_algo(config: Any) -> Any:
+    """The RLlib Algorithm, leaving nothing in the home directory.
+
+    An Algorithm is a Tune Trainable, and one built outside Tune makes itself a log directory,
+    an empty ~/ray_results/<timestamp>/ (Trainable._setup_logdir), with no setting to move it
+    (https://github.com/ray-project/ray/issues/46592). procgen-rl logs into the run directory
+    and the RLlib stack it runs writes nothing there, so that directory is a scratch one,
+    removed once the Algorithm is built.
+    """
+    from ray.tune.trainable import trainable
+
+    with tempfile.TemporaryDirectory(prefix="procgen-rl-trainable-") as scratch:
+        with mock.patch.object(trainable, "DEFAULT_STORAGE_PATH", scratch):
+            return config.build_algo()
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -357,11 +398,9 @@ def train(
             raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
         state = load_state(checkpoint) if checkpoint else TrainState()
         outcome = _train_locked(experiment, run, config, checkpoint, state, nodes, on_iteration)
-    run.stopped_path.write_text(
-        json.dumps(
-            {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}, indent=2
-        )
-    )
+    stopped = {"stop_reason": outcome.stop_reason, "checkpoint": outcome.checkpoint, **asdict(outcome.state)}
+    with writing(run.path, "stopped.json"):
+        run.stopped_path.write_text(json.dumps(stopped, indent=2))
     return outcome
 
 
@@ -386,7 +425,7 @@ def _train_locked(
     print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
     use_learner_threads(experiment)
     init_ray(experiment, nodes)
-    algo = config.build_algo()
+    algo = build_algo(config)
     if checkpoint:
         try:
             algo.restore_from_path(str(checkpoint.resolve()))
@@ -398,8 +437,9 @@ def _train_locked(
             flush=True,
         )
     run.stopped_path.unlink(missing_ok=True)  # training again: interrupted until it stops cleanly
-    run.rewind_metrics(checkpoint)
-    reporter = Reporter(run.path)
+    with writing(run.path, "the metrics"):
+        run.rewind_metrics(checkpoint)
+        reporter = Reporter(run.path)
     reason = stop_reason(experiment, state)
     last_saved = checkpoint
     healthy = experiment.resources.num_env_runners
@@ -425,10 +465,10 @@ def _train_locked(
                 state.time_total_s += seconds
                 state.episodes_total += sampled(result, "num_episodes")
                 metrics = iteration_metrics(result, state, experiment, seconds, steps)
-                reporter.report(
-                    metrics, experiment.stop.timesteps_total, eta_seconds(experiment, state, steps_trained / seconds)
-                )
-                reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
+                with writing(run.path, "the metrics"):
+                    eta = eta_seconds(experiment, state, steps_trained / seconds)
+                    reporter.report(metrics, experiment.stop.timesteps_total, eta)
+                    reporter.report_hosts(runners.get(STEPS_BY_HOST, {}), run.steps_by_host_path, state.timesteps_total)
                 if on_iteration:
                     on_iteration(metrics)
                 healthy = report_env_runner_health(algo, experiment, healthy)

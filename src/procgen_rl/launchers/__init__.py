@@ -24,7 +24,8 @@ from procgen_rl import __version__
 from procgen_rl.config import Experiment
 from procgen_rl.errors import UserError
 from procgen_rl.layout import Layout, check_fits_host
-from procgen_rl.run_dir import LOCK_FILE, RunDir
+from procgen_rl.run_dir import RunDir, check_writable
+from procgen_rl.signals import Stopped
 
 # backend -> (its module here, where it trains)
 BACKENDS = {
@@ -45,6 +46,7 @@ class Job:
     explicit: frozenset[str]  # the dotted keys the experiment file or the overrides set: a layout keeps them
     run: RunDir | None  # the run on this machine; None for a cloud job (its run lives in S3)
     resume: bool = False
+    resume_from: Path | None = None  # the checkpoint of `run` to resume from when not its latest
 
     @property
     def local_run(self) -> RunDir:
@@ -98,9 +100,10 @@ def check_buildable(experiment: Experiment) -> None:
 
 
 def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
-    """Run `job` on `backend`. A start that fails on the user's input leaves the run as it was:
-    a new run directory holding nothing but its config is removed, a resumed run gets its
-    previous config.yaml back."""
+    """Run `job` on `backend`. A run that fails on the user's input or the filesystem, or is
+    stopped by a signal, is left resumable or as it was: a new run without a checkpoint is
+    removed, a resumed run gets its previous config.yaml back, and checkpoints set aside for a
+    resume from an older one come back when it wrote none."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; available: auto, {', '.join(BACKENDS)}")
     module_name, where = BACKENDS[backend]
@@ -109,15 +112,21 @@ def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
     layout: Layout = module.place(job, options)
     print(layout.describe(), flush=True)
     run = job.local_run
+    check_writable(run.path, "run directory", "choose another --run-dir or RESULTS_DIR")
     print(f"{'resuming' if job.resume else 'training'} {job.experiment.name} {where}: {run.path}", flush=True)
     created = not run.path.exists()
     previous_config = run.config_path.read_text() if job.resume else None
+    aside = run.set_aside_after(job.resume_from) if job.resume_from else None
+    if aside:
+        print(f"resuming from {job.resume_from}: the newer checkpoints moved to {aside}", flush=True)
     try:
         outcome: Outcome = module.launch(job, options, layout)
         return outcome
-    except UserError:
-        if created and run.path.is_dir() and {p.name for p in run.path.iterdir()} <= {run.config_path.name, LOCK_FILE}:
+    except (UserError, Stopped):
+        if created and not run.checkpoints():
             shutil.rmtree(run.path, ignore_errors=True)
-        if previous_config is not None:
+        if previous_config is not None and run.config_path.read_text() != previous_config:
             run.config_path.write_text(previous_config)
+        if aside and job.resume_from and run.latest_checkpoint() == run.checkpoints_path / job.resume_from.name:
+            run.put_back(aside)
         raise

@@ -26,6 +26,7 @@ from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
 from procgen_rl.launchers.docker_engine import check_docker
 from procgen_rl.layout import HostSpec, Layout, usable_cpus
 from procgen_rl.layout import place as place_runners
+from procgen_rl.run_dir import results_root
 from procgen_rl.runtime.ray_nodes import CLIENT_PORT
 from procgen_rl.signals import TwoStageStop
 
@@ -61,7 +62,7 @@ class Cluster:
         drivers. `cpus`: each worker's CPU limit (default: `worker_cpus`)."""
         if not COMPOSE_FILE.is_file():
             raise UserError(f"{COMPOSE_FILE}: missing; run from a procgen-rl checkout")
-        self.results = Path(os.environ.get(envvars.RESULTS_DIR, "results")).resolve()
+        self.results = results_root().resolve()
         self.workers = workers
         self.command = [*compose_command(), "-p", PROJECT_NAME, "-f", str(COMPOSE_FILE)]
         self.env = {
@@ -99,7 +100,11 @@ class Cluster:
         if self.is_up():
             raise UserError(f"a compose cluster ({PROJECT_NAME}) is already up: `procgen-rl cluster down` first")
         self.results.mkdir(parents=True, exist_ok=True)  # by the host user, before Docker would (as root)
-        self.quietly("up", "--detach", "--scale", f"ray-worker={self.workers}")
+        try:
+            self.quietly("up", "--detach", "--scale", f"ray-worker={self.workers}")
+        except BaseException:  # failed or stopped half-way: take down what started
+            self.compose("down", "--timeout", "0", check=False, capture_output=True)
+            raise
 
     def down(self, timeout_s: int = 10) -> None:
         self.quietly("down", "--timeout", str(timeout_s))

@@ -88,7 +88,7 @@ def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
     Estimator = import_estimator()
     prefer_compose_v1()
     run_path = job.local_run.path
-    run_path.mkdir(parents=True, exist_ok=False)
+    run_path.mkdir(parents=True, exist_ok=True)  # new or empty: the CLI checked
     estimator = Estimator(
         image_uri=options.image,
         role=ROLE,

@@ -49,6 +49,7 @@ from procgen_rl.layout import (
     visible_gpus,
 )
 from procgen_rl.runtime import ray_nodes
+from procgen_rl.signals import Stopped, TwoStageStop, exit_code
 
 CONTAINER_BASE = Path("/opt/ml")
 RUN_SUBDIR = Path("output/data/run")  # the run directory: events, config.yaml, steps_by_host.json
@@ -290,23 +291,27 @@ def main() -> int:
     """Run this host's part of the job; on failure write the failure file and exit non-zero."""
     env = None
     try:
-        env = read_training_env()
-        os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
-        print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
-        experiment, explicit = hyperparameter_experiment(env.hyperparameters)
-        layout = job_layout(experiment, explicit, env.resources)
-        slots = layout.runners_on(env.current_host)
-        if len(env.hosts) > 1:
-            ray_nodes.require_auth_token()
-        if env.is_head:
-            check_fits_host(experiment)
-            print(layout.describe(), flush=True)
-            if not visible_gpus()[0] and infer_on_the_cpu(experiment, explicit):
-                print(f"{env.current_host}: no GPU visible here: the env runners infer on the CPU", flush=True)
-            train_head(env, experiment, slots)
-        else:
-            ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S, slots * experiment.resources.num_cpus_per_env_runner)
+        with TwoStageStop():  # stopped before the training loop: exit at once, quietly
+            env = read_training_env()
+            os.environ[envvars.HOST_LABEL] = env.current_host  # inherited by this host's Ray workers
+            print(f"host {env.current_host} of {', '.join(env.hosts)}; head {env.head_host}", flush=True)
+            experiment, explicit = hyperparameter_experiment(env.hyperparameters)
+            layout = job_layout(experiment, explicit, env.resources)
+            slots = layout.runners_on(env.current_host)
+            if len(env.hosts) > 1:
+                ray_nodes.require_auth_token()
+            if env.is_head:
+                check_fits_host(experiment)
+                print(layout.describe(), flush=True)
+                if not visible_gpus()[0] and infer_on_the_cpu(experiment, explicit):
+                    print(f"{env.current_host}: no GPU visible here: the env runners infer on the CPU", flush=True)
+                train_head(env, experiment, slots)
+            else:
+                cpus = slots * experiment.resources.num_cpus_per_env_runner
+                ray_nodes.join(env.head_host, slots, JOIN_TIMEOUT_S, cpus)
         return 0
+    except Stopped as stop:
+        return exit_code(stop.signum)
     except UserError as err:
         reason, code = f"error: {err}", 2
     except Exception as err:  # a framework fault: keep the traceback in the log
