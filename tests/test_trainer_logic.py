@@ -2,12 +2,12 @@
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from procgen_rl.config import load_experiment
+from procgen_rl.reporting import STEPS_TRAINED
 from procgen_rl.run_dir import TrainState
 from procgen_rl.trainer import (
     eta_seconds,
@@ -33,34 +33,18 @@ def test_timesteps_limit_counts_steps_trained():
 
 
 @pytest.mark.parametrize(
-    "settings, learner, expected",
+    "result, expected",
     [
-        ({"num_epochs": 3}, {"num_env_steps_trained": 3 * 16389}, 16389),  # PPO: one pass per epoch
-        ({"num_epochs": 1, "use_circular_buffer": True, "circular_buffer_iterations_per_batch": 2}, {}, 0),
         (
-            {"num_epochs": 1, "use_circular_buffer": True, "circular_buffer_iterations_per_batch": 2},
-            {"num_env_steps_trained": 2 * 4096},  # APPO: one pass per replay of its batch
-            4096,
+            {"env_runners": {"num_env_steps_sampled": 16389}, "learners": {"__all_modules__": {STEPS_TRAINED: 16389}}},
+            16389,
         ),
+        ({"env_runners": {"num_env_steps_sampled": 4096}, "learners": {"__all_modules__": {}}}, 4096),  # APPO
+        ({}, 0),  # no samples, nothing trained
     ],
 )
-def test_steps_trained_count_each_step_once(settings, learner, expected):
-    result = {"learners": {"__all_modules__": learner}} if learner else {}
-    assert trained(result, SimpleNamespace(**settings)) == expected
-
-
-@pytest.mark.parametrize(
-    "elapsed, last_iteration, expected",
-    [
-        (0.0, 0.0, None),  # before the first iteration: always train one
-        (270.0, 270.0, "time_total_s"),  # the next one would end at 540 s > 300 s: stop now
-        (100.0, 150.0, None),  # the next one ends near 250 s: go on
-        (300.0, 0.0, "time_total_s"),  # a resumed run already at its limit
-    ],
-)
-def test_wall_time_is_a_bound_not_a_target(elapsed, last_iteration, expected):
-    e = experiment(**{"stop.time_total_s": 300})
-    assert stop_reason(e, TrainState(time_total_s=elapsed), last_iteration) == expected
+def test_steps_trained_as_the_learner_counts_them_else_as_sampled(result, expected):
+    assert trained(result) == expected
 
 
 def test_iteration_limit_and_disabled_limits():

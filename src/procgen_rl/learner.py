@@ -12,7 +12,9 @@ which cost time and change the sampling:
 
 Here the bootstrap frames are dropped once GAE has used them, and every epoch is a fresh
 permutation split into `num_minibatches` near-equal minibatches: exactly
-`update_epochs x num_minibatches` gradient steps over the sampled transitions.
+`update_epochs x num_minibatches` gradient steps over the sampled transitions. The learner
+reports the env steps of each batch it updates on once (`reporting.STEPS_TRAINED`), where
+RLlib's count adds every minibatch of every epoch.
 
 And in its loss: RLlib's value loss is the squared error clamped at `vf_clip_param` (no
 gradient beyond it) and its advantages are standardized once per batch. The paper's loss
@@ -32,6 +34,7 @@ import tree
 from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY, PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.evaluation.postprocessing import Postprocessing
@@ -39,6 +42,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.torch_utils import explained_variance
 
 from procgen_rl.progress import ProgressReporter
+from procgen_rl.reporting import STEPS_TRAINED
 
 
 class DropBootstrapFrames(ConnectorV2):
@@ -106,9 +110,11 @@ class ProcgenPPOLearner(PPOTorchLearner):
                 training_data=training_data, num_epochs=num_epochs, minibatch_size=minibatch_size, **kwargs
             )
         num_minibatches = max(1, round(self.config.train_batch_size_per_learner / minibatch_size))
-        minibatches = epoch_minibatches(
-            self._make_batch_if_necessary(training_data=training_data), num_epochs, num_minibatches
-        )
+        batch = self._make_batch_if_necessary(training_data=training_data)
+        # Once per batch, its rows (one agent: one per env step): RLlib's count adds every minibatch
+        # of every epoch, and env_steps() counts the bootstrap step GAE appended to each episode chunk.
+        self.metrics.log_value((ALL_MODULES, STEPS_TRAINED), batch.agent_steps(), reduce="sum")
+        minibatches = epoch_minibatches(batch, num_epochs, num_minibatches)
         return self._reporting(minibatches, num_epochs * num_minibatches)
 
     def _reporting(self, minibatches: Iterator[MultiAgentBatch], total: int) -> Iterator[MultiAgentBatch]:

@@ -8,8 +8,9 @@ METRIC_LINE_REGEX); its names and meanings are fixed:
     timesteps_total      env steps sampled (fragments the env runners returned), across resumes
     timesteps_trained    env steps the learner trained on, each counted once however many epochs
                          pass over it, across resumes; stop.timesteps_total limits this count.
-                         A PPO iteration trains on exactly what it sampled, so the two are equal;
-                         APPO's learner trains what reaches it, behind the sampling
+                         A PPO iteration trains on exactly what it sampled, so the two are equal.
+                         Learners that do not count them (APPO's, IMPALA's, custom ones) count
+                         their steps sampled here: they train asynchronously on what reaches them
     episodes_total       episodes finished, across resumes
     episode_reward_mean  mean raw game return of the last 100 finished episodes
     episode_reward_min   its minimum; episode_reward_max its maximum
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
+STEPS_TRAINED = "env_steps_trained"  # learner metric (procgen_rl.learner): env steps updated on, once each
 METRICS_FILE = "metrics.jsonl"  # in the run directory: one JSON object per iteration
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (

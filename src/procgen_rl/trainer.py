@@ -11,7 +11,7 @@ procgen_rl.signals).
 
 Two step counts: env steps sampled (the env runners' fragments that reached the driver) and env
 steps trained (those the learner updated on, each counted once however many epochs pass over
-it). The step budget counts trained steps. A synchronous (PPO) iteration trains on exactly what
+it; see `trained`). The step budget counts trained steps. A synchronous (PPO) iteration trains on exactly what
 it sampled: RLlib's `sample_timeout_s` is off, because a fragment that outlasts it is dropped,
 still sampled but neither trained nor counted, and the next round of sampling asks every runner
 again, so the iteration trains on more than its batch (docs/architecture.md#step-counts).
@@ -40,7 +40,7 @@ from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.layout import usable_cpus
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
-from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
+from procgen_rl.reporting import STEPS_BY_HOST, STEPS_TRAINED, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state, writing
 from procgen_rl.signals import TwoStageStop
 
@@ -177,13 +177,13 @@ def sampled(result: dict, key: str) -> int:
     return 0 if math.isnan(value) else int(value)
 
 
-def trained(result: dict, config: Any) -> int:
-    """Env steps the learner trained on this iteration, each counted once. RLlib counts a step
-    once per pass over it: once per epoch, and for APPO once per replay of its batch from the
-    circular buffer (when a batch is evicted before all its replays, this counts it short)."""
-    steps = first_number(result.get("learners", {}).get("__all_modules__", {}).get("num_env_steps_trained"))
-    replays = config.circular_buffer_iterations_per_batch if getattr(config, "use_circular_buffer", False) else 1
-    return 0 if math.isnan(steps) else round(steps / (config.num_epochs * replays))
+def trained(result: dict) -> int:
+    """Env steps the learner trained on this iteration, each counted once, as procgen_rl's PPO
+    learner reports them; learners that do not (APPO's, IMPALA's, custom ones) count the steps
+    sampled. RLlib's own count adds a batch's steps once per minibatch pass, and for APPO's
+    minibatches the whole batch's steps each time: no step count."""
+    steps = first_number(result.get("learners", {}).get("__all_modules__", {}).get(STEPS_TRAINED))
+    return sampled(result, "num_env_steps_sampled") if math.isnan(steps) else int(steps)
 
 
 def evaluation_metrics(result: dict, experiment: Experiment) -> dict[str, float]:
@@ -458,7 +458,7 @@ def _train_locked(
                 result = algo.train()
                 seconds = time.time() - started
                 runners = result.get("env_runners", {})
-                steps, steps_trained = sampled(result, "num_env_steps_sampled"), trained(result, algo.config)
+                steps, steps_trained = sampled(result, "num_env_steps_sampled"), trained(result)
                 state.iteration += 1
                 state.timesteps_total += steps
                 state.timesteps_trained += steps_trained
