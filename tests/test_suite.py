@@ -184,3 +184,20 @@ def test_make_targets_pass_the_suite_variables(tmp_path):
         time.sleep(0.05)  # distinct modification times: the newest suite is the default
     assert f"procgen-rl report {newer}\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}")
     assert "procgen-rl report d\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}", "SUITE_DIR=d")
+
+
+def test_a_trial_asks_for_rllibs_bundles_less_the_empty_ones(tmp_path):
+    """Evaluation env runners that reserve no CPU get no bundle: Ray refuses an empty one."""
+    from procgen_rl.launchers.tune_suite import resource_request
+
+    evaluation = {
+        "evaluation_num_env_runners": 2,
+        "evaluation_interval": 1,
+        "evaluation_config": {"num_cpus_per_env_runner": 0},
+    }
+    fixed = {"resources.num_env_runners": 2, "algorithm.rllib": {"evaluation": evaluation}}
+    suite = load_suite(write_suite(tmp_path / "s.yaml", set=fixed, grid={"seed": [0]}))
+    (cell,) = plan(suite, tmp_path / "suite")
+    request = resource_request(cell)
+    assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]  # the driver and 2 env runners
+    assert request.required_resources == {"CPU": 3.0}

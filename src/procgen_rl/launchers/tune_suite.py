@@ -49,12 +49,17 @@ def train_cell(config: dict[str, Any]) -> None:
 
 
 def resource_request(cell: PlannedCell) -> Any:
-    """RLlib's placement group for the cell's experiment; building the algorithm config checks
-    the model and algorithm, as every launcher does before anything starts."""
+    """RLlib's placement group for the cell's experiment, less the bundles of actors that reserve
+    nothing (evaluation env runners with no CPU: Ray refuses an empty bundle, and a trial's child
+    actors that need no resources run in its group without one). Building the algorithm config
+    checks the model and algorithm, as every launcher does before anything starts."""
+    from ray.tune import PlacementGroupFactory
+
     from procgen_rl.trainer import build_algorithm_config
 
     config = build_algorithm_config(cell.experiment)
-    return config.algo_class.default_resource_request(config)
+    request = config.algo_class.default_resource_request(config)
+    return PlacementGroupFactory([bundle for bundle in request.bundles if bundle], strategy=request.strategy)
 
 
 def check_fits_cluster(requests: dict[str, Any]) -> None:
