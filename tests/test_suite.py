@@ -79,7 +79,13 @@ def trained(run: RunDir, experiment, iteration: int, steps: int, stop_reason: st
     run.write_config(experiment)
     checkpoint = run.checkpoints_path / f"checkpoint_{iteration:06d}"
     checkpoint.mkdir(parents=True)
-    state = {"iteration": iteration, "timesteps_total": steps, "time_total_s": 10.0 * iteration, "episodes_total": 3}
+    state = {
+        "iteration": iteration,
+        "timesteps_total": steps,
+        "timesteps_trained": steps,
+        "time_total_s": 10.0 * iteration,
+        "episodes_total": 3,
+    }
     (checkpoint / STATE_FILE).write_text(json.dumps(state))
     (checkpoint / RLLIB_METADATA).write_text("{}")
     if stop_reason:
@@ -186,8 +192,9 @@ def test_make_targets_pass_the_suite_variables(tmp_path):
     assert "procgen-rl report d\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}", "SUITE_DIR=d")
 
 
-def test_a_trial_asks_for_rllibs_bundles_less_the_empty_ones(tmp_path):
-    """Evaluation env runners that reserve no CPU get no bundle: Ray refuses an empty one."""
+def test_a_trial_asks_for_rllibs_bundles_each_with_some_resource(tmp_path):
+    """Evaluation env runners that reserve no CPU keep their bundles (RLlib places runners by
+    bundle position) with a token CPU share: Ray refuses an empty bundle."""
     from procgen_rl.launchers.tune_suite import resource_request
 
     evaluation = {
@@ -199,5 +206,5 @@ def test_a_trial_asks_for_rllibs_bundles_less_the_empty_ones(tmp_path):
     suite = load_suite(write_suite(tmp_path / "s.yaml", set=fixed, grid={"seed": [0]}))
     (cell,) = plan(suite, tmp_path / "suite")
     request = resource_request(cell)
-    assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]  # the driver and 2 env runners
-    assert request.required_resources == {"CPU": 3.0}
+    assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 0.01}, {"CPU": 0.01}]
+    assert request.required_resources["CPU"] == pytest.approx(3.02)  # the driver, 2 env runners, 2 evaluators
