@@ -79,7 +79,13 @@ def trained(run: RunDir, experiment, iteration: int, steps: int, stop_reason: st
     run.write_config(experiment)
     checkpoint = run.checkpoints_path / f"checkpoint_{iteration:06d}"
     checkpoint.mkdir(parents=True)
-    state = {"iteration": iteration, "timesteps_total": steps, "time_total_s": 10.0 * iteration, "episodes_total": 3}
+    state = {
+        "iteration": iteration,
+        "timesteps_total": steps,
+        "timesteps_trained": steps,
+        "time_total_s": 10.0 * iteration,
+        "episodes_total": 3,
+    }
     (checkpoint / STATE_FILE).write_text(json.dumps(state))
     (checkpoint / RLLIB_METADATA).write_text("{}")
     if stop_reason:
@@ -184,3 +190,21 @@ def test_make_targets_pass_the_suite_variables(tmp_path):
         time.sleep(0.05)  # distinct modification times: the newest suite is the default
     assert f"procgen-rl report {newer}\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}")
     assert "procgen-rl report d\n" in make_dry_run("report", f"RESULTS_DIR={tmp_path}", "SUITE_DIR=d")
+
+
+def test_a_trial_asks_for_rllibs_bundles_each_with_some_resource(tmp_path):
+    """Evaluation env runners that reserve no CPU keep their bundles (RLlib places runners by
+    bundle position) with a token CPU share: Ray refuses an empty bundle."""
+    from procgen_rl.launchers.tune_suite import resource_request
+
+    evaluation = {
+        "evaluation_num_env_runners": 2,
+        "evaluation_interval": 1,
+        "evaluation_config": {"num_cpus_per_env_runner": 0},
+    }
+    fixed = {"resources.num_env_runners": 2, "algorithm.rllib": {"evaluation": evaluation}}
+    suite = load_suite(write_suite(tmp_path / "s.yaml", set=fixed, grid={"seed": [0]}))
+    (cell,) = plan(suite, tmp_path / "suite")
+    request = resource_request(cell)
+    assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 0.01}, {"CPU": 0.01}]
+    assert request.required_resources["CPU"] == pytest.approx(3.02)  # the driver, 2 env runners, 2 evaluators

@@ -48,6 +48,7 @@ REFERENCE_SETTING = ("easy", 200)  # distribution_mode, num_levels of the paper'
 REFERENCE = "paper PPO"
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
+FEW_POINTS = 20  # curves this short are drawn with markers (a lone evaluation is a point)
 NOT_RUNS = {"checkpoints", "model", "rollout", "tune"}  # directories whose config.yaml is not a run's
 
 
@@ -439,7 +440,7 @@ def figure(game: str, groups: Sequence[Group], out: Path) -> Path:
     for ax, (split, lines) in zip(axes[0], panels.items(), strict=True):
         for label, (steps, mean, low, high), color in lines:
             style = {"color": color, "linestyle": "--"} if color else {}
-            ax.plot(steps, mean, label=label, **style)
+            ax.plot(steps, mean, label=label, marker="o" if len(steps) <= FEW_POINTS else None, **style)
             ax.fill_between(steps, low, high, alpha=0.12 if color else 0.25, **({"color": color} if color else {}))
         sources = sorted({str(run.source(split)) for run in runs if run.source(split)})
         ax.set_title(f"{game}: {split} ({', '.join(sources) or 'not logged by these runs'})", fontsize=10)

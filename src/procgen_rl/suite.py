@@ -208,7 +208,7 @@ def finished(run: RunDir, experiment: Experiment) -> bool:
     stopped = json.loads(run.stopped_path.read_text())
     if stopped.get("stop_reason") == "signal":
         return False
-    state = TrainState(**{f.name: stopped[f.name] for f in dataclasses.fields(TrainState)})
+    state = TrainState(**{f.name: stopped[f.name] for f in dataclasses.fields(TrainState) if f.name in stopped})
     return stop_reason(experiment, state, state.time_total_s / max(1, state.iteration)) is not None
 
 

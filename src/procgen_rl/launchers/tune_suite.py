@@ -25,6 +25,7 @@ from procgen_rl.layout import check_fits_host
 from procgen_rl.suite import PlannedCell, Suite, check_directory, finished, plan, save
 
 TUNE_DIR = "tune"
+TOKEN_CPU = 0.01  # a bundle for an actor that reserves no resources
 TUNE_METRICS = ("timesteps_total", "episode_reward_mean", "normalized_score", "eval_test_normalized_score")
 
 
@@ -49,12 +50,18 @@ def train_cell(config: dict[str, Any]) -> None:
 
 
 def resource_request(cell: PlannedCell) -> Any:
-    """RLlib's placement group for the cell's experiment; building the algorithm config checks
-    the model and algorithm, as every launcher does before anything starts."""
+    """RLlib's placement group for the cell's experiment. RLlib places an env runner in the bundle
+    at its position, so every bundle stays; one that reserves nothing (evaluation env runners with
+    no CPU) gets a token CPU share, as Ray refuses an empty bundle. Building the algorithm config
+    checks the model and algorithm, as every launcher does before anything starts."""
+    from ray.tune import PlacementGroupFactory
+
     from procgen_rl.trainer import build_algorithm_config
 
     config = build_algorithm_config(cell.experiment)
-    return config.algo_class.default_resource_request(config)
+    request = config.algo_class.default_resource_request(config)
+    bundles = [bundle or {"CPU": TOKEN_CPU} for bundle in request.bundles]
+    return PlacementGroupFactory(bundles, strategy=request.strategy)
 
 
 def check_fits_cluster(requests: dict[str, Any]) -> None:
