@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -352,4 +354,28 @@ def test_resume_from_an_older_corrupt_checkpoint_puts_the_newer_ones_back(tmp_pa
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {older}: cannot restore")
     assert f"the newer checkpoints moved to {tmp_path}/checkpoints/superseded-" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]
+
+
+def test_resume_of_a_run_another_process_trains_moves_nothing(tmp_path):
+    older = make_run_with_corrupt_checkpoint(tmp_path)
+    shutil.copytree(older, older.with_name("checkpoint_000002"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\nfrom procgen_rl.run_dir import RunDir\n"
+            "with RunDir(Path(sys.argv[1])).lock():\n print('locked', flush=True); time.sleep(120)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("train", "--resume", str(older), timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_line_error(result, f"{tmp_path} is being trained by another process")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]

@@ -298,6 +298,12 @@ def test_an_experiment_outside_the_image_is_refused(tmp_path):
     assert_one_line_error(result, "the image only holds experiments/*.yaml")
 
 
+def test_fetch_into_a_path_that_cannot_be_a_directory_fails_before_aws(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_cli("cloud", "fetch", "s3://bucket/procgen-rl/job", str(tmp_path / "file" / "run"), timeout=120)
+    assert_one_line_error(result, f"DIR {tmp_path}/file/run: {tmp_path}/file is not a directory; choose another DIR")
+
+
 def test_fetch_needs_an_s3_uri():
     result = run_cli(
         "cloud",

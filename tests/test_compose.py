@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -243,6 +244,17 @@ def test_killed_head_resumes_with_the_step_counter(tmp_path):
     assert int(first_iteration[2]) == int(resumed_at[3].replace(",", "")) + 512
     assert only_run(tmp_path) == run  # no new run directory
     assert json.loads((run / "stopped.json").read_text())["timesteps_total"] >= 8192
+
+
+def test_ctrl_c_while_the_head_starts_stops_quietly_and_leaves_no_run(tmp_path):
+    process = start_training(tmp_path, SMOKE, "--workers", "1")
+    seen: list[str] = []
+    wait_for_line(process, r"starting Ray and", seen)  # the head's trainer, before its loop
+    process.send_signal(signal.SIGINT)
+    output = finish(process, seen, timeout=300)
+    assert process.returncode == 130, output[-5000:]
+    assert "Traceback" not in output, output[-5000:]
+    assert not list(tmp_path.glob("smoke-*"))  # a new run without a checkpoint is removed
 
 
 def test_worker_without_a_head_fails_in_bounded_time():

@@ -80,6 +80,7 @@ def test_train_fills_model_checkpoints_and_output(trained_tree):
     assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
     assert json.loads((run / "steps_by_host.json").read_text()).keys() == {"algo-1"}
     assert (opt_ml / "output" / "success").exists() and not (opt_ml / "output" / "failure").exists()
+    assert not list((opt_ml / "output").rglob(".lock"))  # output.tar.gz carries no lock file
     policy = torch.export.load(str(model / "policy.pt2")).module()  # portable: torch alone loads it
     for batch in (1, 7):
         assert policy(torch.zeros((batch, 3, 64, 64), dtype=torch.uint8)).shape == (batch, 15)

@@ -1,7 +1,12 @@
-"""The SageMaker contract, against a temp /opt/ml tree (SAGEMAKER_BASE_DIR): no Docker, no Ray."""
+"""The SageMaker contract, against a temp /opt/ml tree (SAGEMAKER_BASE_DIR): no Docker; the slow tests
+run the entry point with real Ray and Procgen."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -266,3 +271,46 @@ def test_a_multi_host_job_without_a_token_names_what_to_pass(opt_ml, repo, monke
     assert sagemaker.main() == 2
     reason = (opt_ml / "output" / "failure").read_text()
     assert "RAY_AUTH_TOKEN" in reason and "docs/sagemaker-contract.md" in reason and "procgen-rl compose" not in reason
+
+
+def run_entry_point(base, repo, **popen) -> subprocess.Popen:
+    """The image's SageMaker entry point against the /opt/ml tree at `base`, as `train` runs it."""
+    return subprocess.Popen(
+        [sys.executable, str(repo / "docker" / "sagemaker_entry.py")],
+        cwd=repo,
+        env={**os.environ, envvars.SAGEMAKER_BASE_DIR: str(base), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+@pytest.mark.slow
+def test_a_job_leaves_no_lock_file_in_its_output(tmp_path, repo):
+    """SageMaker packs /opt/ml/output/data into output.tar.gz: the run there, without its lock."""
+    write_config(tmp_path, {"experiment": '"smoke.yaml"'}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    job = run_entry_point(tmp_path, repo)
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output[-3000:]
+    assert (tmp_path / "output" / "data" / "run" / "stopped.json").is_file()
+    assert (tmp_path / "model" / sagemaker.POLICY_FILE).is_file()
+    assert not list(tmp_path.rglob(".lock"))
+
+
+@pytest.mark.slow
+def test_a_job_stopped_while_ray_starts_exits_quietly_with_143(tmp_path, repo):
+    write_config(tmp_path, {"experiment": '"smoke.yaml"'}, {"current_host": "algo-1", "hosts": ["algo-1"]})
+    job = run_entry_point(tmp_path, repo)
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if line.startswith("starting Ray"):
+            break
+    time.sleep(1)
+    job.send_signal(signal.SIGTERM)
+    output, _ = job.communicate(timeout=120)
+    output = "".join(lines) + output
+    assert job.returncode == 143, output[-3000:]
+    assert "Traceback" not in output and "SIGTERM received" not in output, output[-3000:]
+    assert not (tmp_path / "output" / "failure").exists()  # stopped, not failed

@@ -370,10 +370,13 @@ def run_cloud_train(args: argparse.Namespace) -> None:
 
 def run_cloud_fetch(args: argparse.Namespace) -> None:
     from procgen_rl.launchers import cloud
+    from procgen_rl.run_dir import check_writable, writing
 
+    target = Path(args.dir)
+    check_writable(target, "DIR", "choose another DIR")
     session = cloud.aws_session(args.region, args.profile)
-    with cloud.aws_errors():
-        fetched = cloud.fetch_run(session, args.run, Path(args.dir), need_model=args.model)
+    with cloud.aws_errors(), writing(target, "the fetched run"):
+        fetched = cloud.fetch_run(session, args.run, target, need_model=args.model)
     print(f"Run:   {fetched.run} ({fetched.files} new or changed files)")
     print(f"Model: {fetched.model or 'not yet (the job writes it when it ends)'}")
 
@@ -423,6 +426,8 @@ def resolve_run(args: argparse.Namespace) -> Job:
         raise UserError(f"{run.path}: no config.yaml; not a procgen-rl run directory")
     if not run.checkpoints():
         raise UserError(f"{run.path}: nothing to resume, no complete checkpoint in {run.checkpoints_path}")
+    if run.is_locked():
+        raise UserError(f"{run.path} is being trained by another process")
     # Every key of a run's config.yaml is set: a resumed run keeps its layout unless --set changes it.
     experiment, explicit = read_experiment(run.config_path, overrides)
     return Job(experiment, str(run.config_path), overrides, explicit, run, resume=True, resume_from=resume_from)

@@ -29,7 +29,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,9 @@ def check_writable(path: Path, what: str, advice: str) -> None:
     except OSError as err:
         raise FilesystemError(f"{what} {path}: cannot {doing} ({problem(err)}); {advice}") from None
     finally:
-        if missing:
-            shutil.rmtree(missing[-1], ignore_errors=True)
+        for created in missing:  # deepest first; one another process has put something in stays
+            with suppress(OSError):
+                created.rmdir()
 
 
 @contextmanager

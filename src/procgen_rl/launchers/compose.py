@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from procgen_rl.layout import HostSpec, Layout, usable_cpus
 from procgen_rl.layout import place as place_runners
 from procgen_rl.run_dir import results_root
 from procgen_rl.runtime.ray_nodes import CLIENT_PORT
-from procgen_rl.signals import TwoStageStop
+from procgen_rl.signals import Stopped, TwoStageStop, exit_code
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]  # src/procgen_rl/launchers/compose.py
 COMPOSE_FILE = PROJECT_DIR / "docker" / "docker-compose.yml"
@@ -112,8 +113,9 @@ class Cluster:
     def run_driver(self) -> int:
         """Follow every node's log until the head (and its training) exits; its exit code.
 
-        The first Ctrl-C / SIGTERM asks the head to stop gracefully (it checkpoints); a second
-        one removes the containers and exits at once.
+        The first Ctrl-C / SIGTERM asks the head to stop gracefully (it checkpoints; while it
+        starts, it stops at once, and so does this launcher); a second one removes the
+        containers and exits at once.
         """
         head = self.container("ray-head")
         logs = subprocess.Popen([*self.command, "logs", "--follow", "--no-color"], env=self.env)
@@ -123,9 +125,12 @@ class Cluster:
             subprocess.run(["docker", "kill", "--signal", "TERM", head], capture_output=True)
 
         try:
-            with TwoStageStop(stop_head, on_second=lambda: self.down(timeout_s=0)):
+            with TwoStageStop(stop_head, on_second=lambda: self.down(timeout_s=0)) as signals:
                 waited = subprocess.run(["docker", "wait", head], capture_output=True, text=True, check=True)
-            return int(waited.stdout.strip())
+            code = int(waited.stdout.strip())
+            if signals.received and code == exit_code(signal.SIGTERM):  # stopped before it trained
+                raise Stopped(signal.Signals[signals.received])
+            return code
         finally:
             logs.terminate()
 
