@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from conftest import CLI, IMAGE, REPO, run_cli
-from procgen_rl.config import experiment_to_dict, load_experiment
-from procgen_rl.launchers.compose import PROJECT_NAME, cluster_slots
+from procgen_rl.config import experiment_to_dict, load_experiment, read_experiment
+from procgen_rl.launchers import Job, LaunchOptions
+from procgen_rl.launchers.compose import PROJECT_NAME, place
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("require_docker")]
 SMOKE = "experiments/smoke.yaml"
@@ -87,9 +88,10 @@ def test_head_and_two_workers_train_and_every_worker_samples(tmp_path):
     assert len(steps) == 2 and "ray-head" not in steps and all(n > 0 for n in steps.values()), steps
     assert json.loads((run / "stopped.json").read_text())["timesteps_total"] == 1024
     # The head trained the experiment the host resolved: one env runner per worker, spread over them.
-    host_view = load_experiment(REPO / SMOKE)
-    cluster_slots(host_view, workers=2, overrides={})
-    assert experiment_to_dict(load_experiment(run / "config.yaml")) == experiment_to_dict(host_view)
+    experiment, explicit = read_experiment(REPO / SMOKE)
+    host_view = Job(experiment, SMOKE, {}, explicit, run=None)
+    place(host_view, LaunchOptions(workers=2))
+    assert experiment_to_dict(load_experiment(run / "config.yaml")) == experiment_to_dict(host_view.experiment)
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [run, *run.rglob("*")]}
     assert owners == {(os.getuid(), os.getgid())}, owners  # the host user's, not root's
     assert f"Results:     {run}" in result.stdout  # paths the driver prints are valid on the host
