@@ -86,19 +86,38 @@ def test_a_run_leaves_nothing_in_home_and_no_lock(trained):
     ]
 
 
-def test_resume_from_an_older_checkpoint_sets_the_newer_aside(trained, tmp_path):
+def test_a_damaged_latest_checkpoint_names_an_older_one_and_resuming_from_it_works(trained, tmp_path):
     run = copy_of(trained[0], tmp_path)
+    damaged = run / "checkpoints" / "checkpoint_000002"
+    (damaged / "learner_group" / "learner" / "rl_module" / "default_policy" / "module_state.pkl").write_bytes(b"x")
+    failed = run_cli("train", "--resume", str(run))
+    assert failed.returncode == 2, failed.stderr[-3000:]
     older = run / "checkpoints" / "checkpoint_000001"
-    result = run_cli("train", "--resume", str(older))
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {damaged}: cannot restore (") and last.endswith(
+        f"; resume from an older one: --resume {older}"
+    )
+
+    result = run_cli("train", "--resume", str(older))  # the advice, as given
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed {older} at iteration 1" in result.stdout
     (aside,) = (run / "checkpoints").glob("superseded-*")
-    assert [p.name for p in aside.iterdir()] == ["checkpoint_000002"]
+    assert [p.name for p in aside.iterdir()] == ["checkpoint_000002"]  # the damaged one, kept aside
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint_*")) == [
         "checkpoint_000001",
         "checkpoint_000002",  # trained again from checkpoint_000001
     ]
     assert "Stopped by timesteps_total after 2 iterations" in result.stdout
+
+
+def test_a_signal_during_a_rollout_exits_quietly_and_writes_nothing(trained):
+    run = trained[0]
+    rollout = Training("rollout", str(run), "--episodes", "256")
+    time.sleep(8)  # loading the policy or playing episodes
+    rollout.signal(signal.SIGINT)
+    assert rollout.finish(120) == 130, rollout.text[-3000:]
+    assert "Traceback" not in rollout.text, rollout.text[-3000:]
+    assert not (run / "rollout").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -38,7 +38,8 @@ def load_module(checkpoint: Path) -> Any:
     try:
         module = RLModule.from_checkpoint(str(path.resolve()))
     except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
-        raise CheckpointError(f"{checkpoint}: cannot load the policy ({type(err).__name__}: {err})") from None
+        cause = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+        raise CheckpointError(f"{checkpoint}: cannot load the policy ({cause})") from None
     module.eval()
     return module
 

@@ -307,7 +307,7 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> tuple[RunDir, Path]:
                 f"{path}: not a complete checkpoint (a complete one is named {CHECKPOINT_PREFIX}<iteration> "
                 f"and holds {STATE_FILE}); name another, or the run directory for its latest"
             )
-        return RunDir(path.parent.parent), path
+        return RunDir(path.absolute().parent.parent), path
     run = RunDir(path)
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:

@@ -431,7 +431,10 @@ def _train_locked(
             algo.restore_from_path(str(checkpoint.resolve()))
         except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
             algo.stop()
-            raise CheckpointError(f"{checkpoint}: cannot restore ({type(err).__name__}: {err})") from None
+            older = [c for c in run.checkpoints() if c.name < checkpoint.name]
+            advice = f"resume from an older one: --resume {older[-1]}" if older else "start a new run"
+            cause = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+            raise CheckpointError(f"{checkpoint}: cannot restore ({cause}); {advice}") from None
         print(
             f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_trained:,} steps trained",
             flush=True,
