@@ -226,3 +226,11 @@ def test_the_docs_table_is_what_plan_prints(capsys):
     assert block and block.group(1).strip() == table, (
         "docs/layout.md is stale: paste the output of the command above it"
     )
+
+
+def test_plan_of_an_instance_type_missing_from_the_table_is_one_line(capsys):
+    assert cli.main(["plan", PPO, "--instance-type", "ml.x9.large"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: instance type 'ml.x9.large' is not in procgen_rl/instance_types.py"
+    )
