@@ -121,10 +121,9 @@ def test_workers_have_cpu_limits_and_their_runners_follow_them(tmp_path):
         ).stdout.strip()
         for worker in workers
     ]
+    quota = "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"  # cgroup v2 or v1
     quotas = [
-        subprocess.run(
-            ["docker", "exec", worker, "cat", "/sys/fs/cgroup/cpu.max"], capture_output=True, text=True
-        ).stdout.split()[:1]
+        subprocess.run(["docker", "exec", worker, "sh", "-c", quota], capture_output=True, text=True).stdout.split()[:1]
         for worker in workers
     ]
     output = finish(process, seen)

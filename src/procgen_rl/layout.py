@@ -30,6 +30,7 @@ from procgen_rl.instance_types import INSTANCE_TYPES
 
 CGROUP_MEMORY_LIMIT = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: a container's memory limit
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (µs), or "max PERIOD"
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU wherever the NVIDIA driver runs
 
 # Below these envs per runner, a runner's fixed cost per vector step outweighs its batch: on a CPU,
@@ -59,13 +60,26 @@ class HostSpec:
 
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity, capped by its cgroup's CPU quota (a container's
-    `cpus:` limit), rounded down and at least 1."""
+    `cpus:` limit, cgroup v2 or v1), rounded down and at least 1."""
     cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, int(quota)))
+
+
+def cgroup_cpu_quota() -> float | None:
+    """This cgroup's CPU quota in CPUs, or None where there is none."""
     try:
         quota, period = CGROUP_CPU_MAX.read_text().split()
-        return max(1, min(cpus, int(quota) // int(period)))
-    except (OSError, ValueError):  # no cgroup v2 limit file, or "max": no quota
-        return cpus
+    except (OSError, ValueError):
+        try:
+            quota = (CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text().strip()
+            period = (CGROUP_V1_CPU / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        return int(quota) / int(period) if int(quota) > 0 else None
+    except ValueError:  # "max": no quota
+        return None
 
 
 def visible_gpus() -> tuple[int, float]:
