@@ -99,7 +99,7 @@ def test_resolved_config_round_trips(tmp_path):
         ({"bogus.key": 1}, "unknown key 'bogus'"),
         ({"algorithm.num_envs.x": 1}, "'algorithm.num_envs' takes no sub-keys"),
         ({"evaluation.num_envs": 5}, "--set evaluation.num_envs: 5 envs cannot share evaluation.episodes=32 episodes"),
-        ({"evaluation.num_env_runners": 3}, "3 runners cannot split evaluation.num_envs=8 evenly"),
+        ({"evaluation.num_env_runners": 3}, "3 runners cannot split evaluation.num_envs=32 evenly"),
         ({"evaluation.interval": -1}, "evaluation.interval: must be >= 0, got -1"),
         (
             {"algorithm.rllib.env_runners": {"sample_timeout_s": 60}},

@@ -259,7 +259,7 @@ class EvaluationConfig:
         32, "episodes on each split (training levels, unseen levels) per evaluation", Range(1, MAX_ENVS)
     )
     num_envs: int = setting(
-        8,
+        32,
         "envs per split, split evenly over the evaluation env runners; each plays episodes / num_envs "
         "episodes in a row (its first ones, so short episodes are not over-counted); must divide episodes",
         Range(1, MAX_ENVS),
