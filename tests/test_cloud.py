@@ -573,6 +573,16 @@ def test_cloud_benchmark_runs_a_job_per_cell_at_most_n_at_once(aws, tmp_path):
     assert len(aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 4
 
 
+def test_cloud_benchmark_dry_run_starts_nothing(aws, tmp_path):
+    suite, directory = write_suite(tmp_path / "tiny.yaml", [0]), tmp_path / "suite"
+    result = cloud_benchmark(suite, directory, "--image-uri", IMAGE_URI, "--dry-run")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("coinrun_seed-0: ", "starpilot_seed-0: "))]
+    assert len(lines) == 2 and '"env_config.env_name": "starpilot"' in lines[1]
+    assert "Dry run: nothing pushed or started; 2 jobs would start." in result.stdout
+    assert aws.sagemaker.list_training_jobs()["TrainingJobSummaries"] == [] and not directory.exists()
+
+
 def test_cloud_benchmark_bad_input_is_one_line(aws, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({"experiment": "experiments/smoke.yaml", "budget": {"timesteps_total": 1}, "grid": {}}))

@@ -22,6 +22,7 @@ from typing import Any
 from procgen_rl.config import read_experiment
 from procgen_rl.errors import UserError
 from procgen_rl.launchers import Job, cloud
+from procgen_rl.runtime.sagemaker import decode_hyperparameter
 from procgen_rl.suite import Cell, Suite, check_directory, save
 
 JOBS_FILE = "jobs.json"
@@ -91,7 +92,8 @@ def run(
         for index, cell in enumerate(pending):
             named = dataclasses.replace(options, name=job_name(suite, index, cell), image_uri=image)
             request = cloud.launch(jobs_of[cell], named).request
-            print(f"{cell}: {request['TrainingJobName']} {json.dumps(request['HyperParameters'])}")
+            hyperparameters = {key: decode_hyperparameter(value) for key, value in request["HyperParameters"].items()}
+            print(f"{cell}: {request['TrainingJobName']} {json.dumps(hyperparameters)}")
         return {cell: "dry run" for cell in pending}
     index = len(jobs)
     while pending or running:
