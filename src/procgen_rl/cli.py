@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE`, repeatable: the dotted overrides every command that takes an experiment reads."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="procgen-rl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,14 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SageMaker training job in local mode (sagemaker).",
     )
     train.add_argument("experiment", nargs="?", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value, e.g. --set env_config.env_name=starpilot (repeatable)",
-    )
+    add_set_argument(train, "override a value, e.g. --set env_config.env_name=starpilot (repeatable)")
     train.add_argument(
         "--run-dir", help="run directory (default: $RESULTS_DIR/<name>-<timestamp>, RESULTS_DIR defaults to results/)"
     )
@@ -153,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "would run it. Starts nothing.",
     )
     plan.add_argument("experiment", help="experiment YAML, e.g. experiments/ppo-8m.yaml")
-    plan.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as train --set"
-    )
+    add_set_argument(plan, "as train --set")
     add_instance_arguments(plan, None, "a SageMaker instance type, e.g. ml.p3.2xlarge (default: this machine)")
     plan.add_argument(
         "--all-instance-types",
@@ -208,14 +204,7 @@ def add_cloud_parser(commands: argparse._SubParsersAction) -> None:
         "group plus a CPU rollout group (--gpu-instances/--cpu-instances).",
     )
     train.add_argument("experiment", help="an experiment under experiments/ (the image holds a copy)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to the job as hyperparameters (same keys as train --set)",
-    )
+    add_set_argument(train, "passed to the job as hyperparameters (same keys as train --set)")
     add_job_arguments(train)
     train.add_argument("--job-name", help="default: procgen-rl-<experiment>-<UTC timestamp>")
     train.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
