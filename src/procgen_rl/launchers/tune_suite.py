@@ -73,7 +73,7 @@ def check_fits_cluster(requests: dict[str, Any]) -> None:
         for resource, amount in request.required_resources.items():
             if amount > available.get(resource, 0):
                 raise UserError(
-                    f"cell {name} needs {amount:g} {resource} (resources.* of its experiment) but the Ray "
+                    f"cell {name} needs {amount:.4g} {resource} (resources.* of its experiment) but the Ray "
                     f"cluster has {available.get(resource, 0):g}; lower them in the suite's set, or give more"
                 )
 
