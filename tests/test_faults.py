@@ -81,6 +81,7 @@ def test_a_run_leaves_nothing_in_home_and_no_lock(trained):
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.out.tfevents")) == [
         "checkpoints",
         "config.yaml",
+        "metrics.jsonl",
         "steps_by_host.json",
         "stopped.json",
     ]

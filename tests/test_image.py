@@ -154,6 +154,7 @@ def test_bad_hyperparameters_fail_with_the_reason_in_the_failure_file(tmp_path, 
 
 def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path, repo, monkeypatch):
     from procgen_rl.config import experiment_to_dict, load_experiment
+    from procgen_rl.launchers.sagemaker_local import local_resources
     from procgen_rl.launchers.sagemaker_sdk import resolved_in_job
 
     run_dir = tmp_path / "job"
@@ -168,8 +169,8 @@ def test_sagemaker_local_mode_two_hosts_both_sample(tmp_path, repo, monkeypatch)
     assert (run_dir / "model" / "policy.pt2").is_file()
     # The job's head resolved its hyperparameters to the experiment the host resolved and checked.
     monkeypatch.chdir(repo)
-    host_view = resolved_in_job("experiments/smoke.yaml", {"algorithm.learning_rate": 0.001,
-                                                           "env_config.env_name": "starpilot"}, hosts=2)  # fmt: skip
+    host_view, _ = resolved_in_job("experiments/smoke.yaml", {"algorithm.learning_rate": 0.001,
+                                   "env_config.env_name": "starpilot"}, local_resources(2))  # fmt: skip
     assert experiment_to_dict(load_experiment(run / "config.yaml")) == experiment_to_dict(host_view)
     assert host_view.resources.num_env_runners == 2 and host_view.env_config.env_name == "starpilot"
 

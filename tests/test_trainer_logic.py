@@ -64,7 +64,7 @@ def test_evaluation_metrics_only_on_the_iterations_that_evaluate():
     e = experiment(**{"evaluation.interval": 10})
     result = {"evaluation": {"env_runners": {"train_reward_mean": 8.0, "test_reward_mean": 6.5}}}
     assert [i for i in range(1, 31) if evaluated(e, TrainState(iteration=i))] == [10, 20, 30]
-    assert not evaluated(experiment(), TrainState(iteration=10))  # interval 0: never
+    assert not evaluated(experiment(**{"evaluation.interval": 0}), TrainState(iteration=10))  # 0: never
     metrics = evaluation_metrics(result, e)
     assert metrics["eval_train_reward_mean"] == 8.0 and metrics["eval_test_reward_mean"] == 6.5
     # coinrun easy: R_min 5, R_max 10
