@@ -155,6 +155,9 @@ def sample_metrics() -> dict[str, float]:
         "policy_loss": -1.5e-05,
         "vf_loss": 0.3,
         "entropy": 2.7,
+        "aux_value_loss": 0.25,  # a PPG iteration that ended a phase
+        "aux_kl": 0.002,
+        "aux_vf_loss": 0.125,
     }
 
 

@@ -56,8 +56,8 @@ class ProgressReporter:
         self._last = time.monotonic()
         if not self._looked_up:
             self._looked_up = True
-            try:
-                self._board = ray.get_actor(BOARD_NAME)
+            try:  # without Ray (a learner built in a test), no board: looking one up would start Ray
+                self._board = ray.get_actor(BOARD_NAME) if ray.is_initialized() else None
             except ValueError:  # no board: a test or a benchmark outside the trainer
                 self._board = None
         return self._board

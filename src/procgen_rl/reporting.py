@@ -13,6 +13,8 @@ METRIC_LINE_REGEX); its names and meanings are fixed:
     steps_per_s          env steps of this iteration / its wall time (sampling + learning)
     time_total_s         training wall time, across resumes
     policy_loss, vf_loss, entropy   learner values of this iteration
+    aux_value_loss, aux_kl, aux_vf_loss   PPG, on the iterations that end a phase: the auxiliary
+                         phase's last minibatch (procgen_rl.ppg); absent on other iterations
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
+AUXILIARY_LOSSES = ("aux_value_loss", "aux_kl", "aux_vf_loss")  # PPG's learner logs them
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
     "iteration",
@@ -40,11 +43,14 @@ METRIC_KEYS = (
     "policy_loss",
     "vf_loss",
     "entropy",
+    *AUXILIARY_LOSSES,
 )
 # Group 1 is the value: `METRIC_LINE_REGEX.format(name="normalized_score")`.
 METRIC_LINE_REGEX = r"\[metrics\].* {name}=([-+0-9.eE]+|nan)"
 # TensorBoard groups, CleanRL-style.
-TENSORBOARD_GROUP = {"policy_loss": "losses", "vf_loss": "losses", "entropy": "losses"}
+TENSORBOARD_GROUP = {"policy_loss": "losses", "vf_loss": "losses", "entropy": "losses"} | dict.fromkeys(
+    AUXILIARY_LOSSES, "losses"
+)
 
 
 def format_value(value: float) -> str:

@@ -26,7 +26,7 @@ from procgen_rl.config import ENV_RUNNER_SLOT, Experiment, load_experiment
 from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
-from procgen_rl.reporting import STEPS_BY_HOST, Reporter, first_number
+from procgen_rl.reporting import AUXILIARY_LOSSES, STEPS_BY_HOST, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state
 from procgen_rl.signals import TwoStageStop
 
@@ -56,6 +56,7 @@ def rllib_training_args(experiment: Experiment) -> dict[str, Any]:
         "minibatch_size": algo.minibatch_size // max(1, res.num_learners),
         "train_batch_size_per_learner": algo.train_batch_size // max(1, res.num_learners),
         "use_kl_loss": False,  # the paper's PPO has only the clipped objective
+        "ppg": algo.ppg,  # PPG's own settings (procgen_rl.ppg)
     }
 
 
@@ -163,6 +164,7 @@ def iteration_metrics(
     learner = result.get("learners", {}).get("default_policy", {})
     reward_mean = first_number(runners.get("raw_episode_return_mean"))
     env = experiment.env_config
+    auxiliary = {key: first_number(learner.get(key)) for key in AUXILIARY_LOSSES}
     return {
         "iteration": state.iteration,
         "timesteps_total": state.timesteps_total,
@@ -177,6 +179,7 @@ def iteration_metrics(
         "policy_loss": first_number(learner.get("policy_loss")),
         "vf_loss": first_number(learner.get("vf_loss")),
         "entropy": first_number(learner.get("entropy")),
+        **{key: value for key, value in auxiliary.items() if not math.isnan(value)},
     }
 
 
