@@ -1,6 +1,6 @@
 """PPG (procgen_rl.ppg): its loss, its learner's auxiliary phase, its network, its settings and
 model checks through the real CLI, and, on real Ray and Procgen, a full phase and a resume
-mid-phase. Augmentation's random crop, for any algorithm."""
+mid-phase. The lean PPG through a phase too. Augmentation's random crop, for any algorithm."""
 
 from __future__ import annotations
 
@@ -213,3 +213,14 @@ def test_a_ppg_run_evaluates(phase_run):
     result = run_cli("rollout", str(run_dir), "--episodes", "1", "--no-video", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^test  \(unseen levels\): mean return", result.stdout, re.M)
+
+
+@pytest.mark.slow
+def test_lean_ppg_runs_a_phase():
+    from lean_ppg import Args, train
+
+    experiment = tiny()
+    records = list(train(experiment, Args.from_experiment(experiment, total_timesteps=3 * 256)))
+    assert [r["step"] for r in records] == [256, 512, 768]
+    assert ["aux_kl" in r for r in records] == [False, True, False]
+    assert all(np.isfinite(records[1][key]) for key in ("aux_value_loss", "aux_kl", "aux_vf_loss"))
