@@ -93,9 +93,10 @@ def test_auxiliary_loss_decreases_over_the_auxiliary_epochs_on_a_fixed_batch():
     learner = build_algorithm_config(experiment).build_learner(
         spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
     )
-    # A phase's worth of frames, each one flat color whose brightness is its value target.
-    level = torch.randint(0, 256, (2 * 8 * 32,))
-    learner._keep(level[:, None, None, None].expand(-1, 3, 64, 64).to(torch.uint8), level / 255.0)
+    # A phase's worth of frames (2 iterations of 8 x 32), each one flat color whose brightness is its value target.
+    for _ in range(2):
+        level = torch.randint(0, 256, (8 * 32,))
+        learner._keep(level[:, None, None, None].expand(-1, 3, 64, 64).to(torch.uint8), level / 255.0)
     epochs: list[list[float]] = [[] for _ in range(6)]
     minibatches = list(learner._auxiliary_phase("default_policy"))  # the buffer is read before the first update
     per_epoch = len(minibatches) // 6
@@ -105,7 +106,7 @@ def test_auxiliary_loss_decreases_over_the_auxiliary_epochs_on_a_fixed_batch():
     means = [np.mean(epoch) for epoch in epochs]
     assert per_epoch == 4  # 2 x 8 rollouts of 32 steps, 4 rollouts per minibatch
     assert means[-1] < 0.5 * means[0], means
-    assert learner._rows == learner._iterations == 0 and learner._phases == 1  # the phase is over
+    assert learner._rows == learner._kept == 0 and learner._phases == 1  # the phase is over
 
 
 def test_random_crop_shifts_each_frame_and_repeats_its_edges():
@@ -193,18 +194,18 @@ def test_a_phase_ends_with_its_auxiliary_phase(phase_run):
 
 
 @pytest.mark.slow
-def test_a_resume_mid_phase_starts_the_phase_over_and_says_so(phase_run):
+def test_a_resume_mid_phase_continues_the_phase_and_says_so(phase_run):
     run_dir, _ = phase_run
     result = run_cli("train", "--resume", str(run_dir), "--set", "stop.training_iteration=5", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     said = [line for line in result.stdout.splitlines() if line.startswith("PPG:")]
     assert said == [
-        "PPG: this checkpoint was taken 1 of 2 policy iterations into phase 2; checkpoints do not keep a phase's "
-        "frames, so phase 2 starts over: 2 policy iterations, then its auxiliary phase"
+        "PPG: resuming 1 of 2 policy iterations into phase 2; checkpoints do not keep a phase's frames, so its "
+        "auxiliary phase, after 1 more policy iteration, covers only that one"
     ]
     lines = metric_lines(result.stdout)
     assert [m["iteration"] for m in lines] == [4, 5]
-    assert ["aux_kl" in m for m in lines] == [False, True]  # the restarted phase: iterations 4 and 5
+    assert ["aux_kl" in m for m in lines] == [True, False]  # phase 2 ends at iteration 4, as without the resume
 
 
 @pytest.mark.slow

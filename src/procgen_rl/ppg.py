@@ -28,7 +28,9 @@ random from all the phase's frames; CleanRL draws whole rollouts of one env, whi
 only to a recurrent policy.
 
 A checkpoint holds the phase count and how far into its phase the learner is, not the frames
-(6 GiB at the paper's sizes): a run resumed mid-phase starts that phase over and says so.
+(6 GiB at the paper's sizes): a run resumed mid-phase continues the phase, whose auxiliary phase
+then covers only the policy iterations after the resume, and says so. Phases keep ending at
+multiples of n_iteration iterations, so checkpoints taken there lose nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
         self._targets: torch.Tensor | None = None
         self._rows = 0  # frames of this phase held
         self._iterations = 0  # policy iterations of this phase done
+        self._kept = 0  # of those, the ones whose frames are held (all but those before a resume)
         self._phases = 0  # phases done
         self._train_policy = self._train_value = True  # which losses the policy epoch in progress trains
 
@@ -141,7 +144,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
             yield minibatch
 
     def _keep(self, frames: torch.Tensor, targets: torch.Tensor) -> None:
-        """Append a policy iteration's frames (uint8) and value targets to the phase's buffer."""
+        """Append one policy iteration's frames (uint8) and value targets to the phase's buffer."""
         if self._frames is None:
             # A batch is a little longer than num_envs x num_steps: sampling stops at the first
             # vector step past it.
@@ -155,7 +158,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
             raise RuntimeError(f"PPG's buffer of {len(self._frames)} frames cannot take {end}")  # a sampling bug
         self._frames[self._rows : end] = frames.cpu()
         self._targets[self._rows : end] = targets.cpu()
-        self._rows = end
+        self._rows, self._kept = end, self._kept + 1
 
     def _auxiliary_phase(self, module_id: str) -> Iterator[MultiAgentBatch]:
         """The auxiliary phase's minibatches: e_aux passes over the phase's frames, in near-equal
@@ -165,7 +168,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
         ppg = self.config.ppg
         frames, targets = self._frames[: self._rows], self._targets[: self._rows]
         module = self.module[module_id].unwrapped()
-        self._progress.phase("auxiliary phase: the policy before it")
+        self._progress.phase("auxiliary phase: the policy's logits on the phase's frames")
         with torch.no_grad():
             old_logits = torch.cat(
                 [
@@ -175,7 +178,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
             )
         # From the configured sizes, not the frames held: with several learners each takes as many steps.
         aux_minibatch = ppg.num_aux_rollouts * self.config.rollout_fragment_length
-        num_minibatches = max(1, round(ppg.n_iteration * self.config.train_batch_size_per_learner / aux_minibatch))
+        num_minibatches = max(1, round(self._kept * self.config.train_batch_size_per_learner / aux_minibatch))
 
         def minibatches() -> Iterator[MultiAgentBatch]:
             for _ in range(ppg.e_aux):
@@ -190,7 +193,7 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
                     yield MultiAgentBatch({module_id: SampleBatch(columns)}, len(rows))
 
         yield from self._reporting(minibatches(), ppg.e_aux * num_minibatches, "auxiliary phase")
-        self._rows = self._iterations = 0
+        self._rows = self._iterations = self._kept = 0
         self._phases += 1
 
     def compute_loss_for_module(
@@ -230,18 +233,19 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore; a checkpoint taken mid-phase restarts the phase (its frames were not saved)."""
+        """Restore; a checkpoint taken mid-phase continues its phase without the frames it had kept."""
         super().set_state(state)
         phase = state.get(PHASE_STATE)
         if phase is None:
             return
-        self._phases = phase["phases"]
-        if phase["iterations"]:
-            n = self.config.ppg.n_iteration
+        n = self.config.ppg.n_iteration
+        self._phases, self._iterations = phase["phases"], min(phase["iterations"], n - 1)
+        self._rows = self._kept = 0
+        if self._iterations:
+            left = n - self._iterations
             print(
-                f"PPG: this checkpoint was taken {phase['iterations']} of {n} policy iterations into phase "
-                f"{self._phases + 1}; checkpoints do not keep a phase's frames, so phase {self._phases + 1} "
-                f"starts over: {n} policy iterations, then its auxiliary phase",
+                f"PPG: resuming {self._iterations} of {n} policy iterations into phase {self._phases + 1}; "
+                f"checkpoints do not keep a phase's frames, so its auxiliary phase, after {left} more policy "
+                f"iteration{'s' * (left != 1)}, covers only {'those' if left != 1 else 'that one'}",
                 flush=True,
             )
-        self._rows = self._iterations = 0
