@@ -135,6 +135,10 @@ def test_random_crop_shifts_each_frame_and_repeats_its_edges():
             ["algorithm.ppg.num_aux_rollouts: 4096 is more than the phase's n_iteration x num_envs = 32 x 64"],
         ),
         (
+            ["--set", "resources.num_learners=2"],
+            ["--set resources.num_learners: PPG trains on one learner (0: in the driver, 1: a remote one), got 2"],
+        ),
+        (
             ["--set", "model.custom_model=impala_cnn"],
             ["model.custom_model: ImpalaCNN has no auxiliary value head", "use ppg_impala_cnn"],
         ),

@@ -516,6 +516,12 @@ def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> No
             "resources.num_env_runners",
             f"{res.num_env_runners} runners cannot split algorithm.num_envs={algo.num_envs} evenly",
         )
+    if algo.name == "PPG" and res.num_learners > 1:
+        fail(
+            "resources.num_learners",
+            f"PPG trains on one learner (0: in the driver, 1: a remote one), got {res.num_learners}: its "
+            "auxiliary phase and buffer are not made for several (DDP)",
+        )
     if algo.ppg.num_aux_rollouts > algo.ppg.n_iteration * algo.num_envs:
         fail(
             "algorithm.ppg.num_aux_rollouts",

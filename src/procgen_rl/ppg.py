@@ -87,8 +87,6 @@ class PPGConfig(PPOConfig):
     def __init__(self, algo_class: Any = None) -> None:
         super().__init__(algo_class=algo_class)
         self.ppg = PhasicConfig()
-        # With several learners (DDP): the auxiliary head has no gradient in the policy phase.
-        self.torch_ddp_kwargs = {"find_unused_parameters": True}
 
     def training(self, *, ppg: PhasicConfig | Any = NotProvided, **kwargs: Any) -> PPGConfig:
         super().training(**kwargs)
@@ -176,7 +174,6 @@ class ProcgenPPGLearner(ProcgenPPOLearner):
                     for chunk in frames.split(VALUE_CHUNK)
                 ]
             )
-        # From the configured sizes, not the frames held: with several learners each takes as many steps.
         aux_minibatch = ppg.num_aux_rollouts * self.config.rollout_fragment_length
         num_minibatches = max(1, round(self._kept * self.config.train_batch_size_per_learner / aux_minibatch))
 
