@@ -221,7 +221,9 @@ class ResourcesConfig:
         Range(0, MAX_ACTORS),
     )
     num_cpus_per_env_runner: int = setting(1, "CPUs Ray reserves for each env runner", Range(0, MAX_ACTORS))
-    num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
+    num_learners: int = setting(
+        0, "remote learners; 0 learns in the driver process; PPG takes 0 or 1", Range(0, MAX_ACTORS)
+    )
     spread_env_runners: bool = setting(
         False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers set it)"
     )
