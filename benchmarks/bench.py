@@ -3,7 +3,8 @@
     env       the batched Procgen env alone, random actions
     inference the IMPALA-CNN forward alone at the env runners' batch, on their device (on a GPU
               as a CUDA graph, as they run it); with env, the sampling ceiling
-    lean PPO  benchmarks/lean_ppo.py: same env, network and hyperparameters, one process, no Ray
+    lean PPO  benchmarks/lean_ppo.py (lean_ppg.py for PPG): same env, network and hyperparameters,
+              one process, no Ray
     sampling  the local env runner (procgen_rl.env_runner, on the CPU): env + IMPALA-CNN inference, no
               learning; one vector step split by the runner's own timers
     training  full algo.train() iterations: sampling + learning (what a run's steps_per_s shows)
@@ -73,16 +74,18 @@ def main() -> None:
 
     import torch
 
+    import lean_ppg
+    import lean_ppo
     import records
-    from lean_ppo import Args, train
     from procgen_rl.config import parse_set_args, read_experiment
     from procgen_rl.envs import ProcgenVectorEnv
     from procgen_rl.layout import place_on_this_machine
-    from procgen_rl.models.impala_cnn import CUDAGraphForward, ImpalaCNNNet
+    from procgen_rl.models.impala_cnn import CUDAGraphForward
     from procgen_rl.trainer import build_algorithm_config, init_ray, sampled, use_learner_threads
 
     experiment, explicit = read_experiment(args.experiment, parse_set_args(args.overrides))
     layout = place_on_this_machine(experiment, explicit)  # as `procgen-rl train --backend native` places it
+    lean = lean_ppg if experiment.algorithm.name == "PPG" else lean_ppo  # the reference, its network included
     algo_cfg, num_envs = experiment.algorithm, experiment.num_envs_per_env_runner
     commit, dirty = records.git_commit()
     machine = records.hardware()
@@ -125,7 +128,7 @@ def main() -> None:
     # Where the remote env runners infer: a GPU when the experiment gives them a share of one.
     runner_device = torch.device("cuda" if config.num_gpus_per_env_runner > 0 and torch.cuda.is_available() else "cpu")
     with Phase() as phase:
-        net = ImpalaCNNNet.from_model_config(
+        net = lean.NET.from_model_config(
             env.single_observation_space.shape, int(env.single_action_space.n), experiment.model.custom_model_config
         ).to(runner_device)
         forward = CUDAGraphForward(net)  # as the runners run it: a CUDA graph on a GPU
@@ -149,8 +152,8 @@ def main() -> None:
     figures |= {"inference_frames_per_s": round(inference_rate), "inference_device": runner_device.type}
     figures["phases"]["inference"] = phase.figures()
 
-    lean_args = Args.from_experiment(experiment, total_timesteps=sys.maxsize)
-    lean_updates = train(experiment, lean_args)
+    lean_args = lean.Args.from_experiment(experiment, total_timesteps=sys.maxsize)
+    lean_updates = lean.train(experiment, lean_args)
 
     lean_sample_s: list[float] = []  # the lean rollouts alone, to compare with RLlib's sampling
 
@@ -177,7 +180,7 @@ def main() -> None:
     with Phase() as lean_warmup:
         lean_iteration()
     print(
-        f"lean PPO  warm-up iteration done (benchmarks/lean_ppo.py, torch threads {torch.get_num_threads()}) "
+        f"lean      warm-up iteration done (benchmarks/{lean.__name__}.py, torch threads {torch.get_num_threads()}) "
         f"| {lean_warmup}",
         flush=True,
     )
@@ -274,7 +277,7 @@ def main() -> None:
         harness_iteration()
     print(
         f"training  warm-up iteration done (RLlib algo.train(), learner in this process, torch threads "
-        f"{torch.get_num_threads()}) | {harness_warmup} (lean PPO resident too)",
+        f"{torch.get_num_threads()}) | {harness_warmup} (the lean one resident too)",
         flush=True,
     )
     figures["phases"]["training"] = harness_warmup.figures()
@@ -305,12 +308,12 @@ def main() -> None:
         f"{rollout_rate / sampling_bound:.0%} of the ceiling; "
         "the lean PPO's sampling with inference, for comparison with 'sampling' above)"
     )
-    print(f"lean PPO  {lean_rate:10.1f} steps/s  (benchmarks/lean_ppo.py, same env, network, hyperparameters)")
+    print(f"lean      {lean_rate:10.1f} steps/s  (benchmarks/{lean.__name__}.py, same env, network, hyperparameters)")
     print(f"training  {train_rate:10.1f} steps/s  (RLlib algo.train())")
     if asynchronous:
-        print("ratio     none: the lean PPO is synchronous, the harness asynchronous")
+        print("ratio     none: the lean reference is synchronous, the harness asynchronous")
     else:
-        print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean PPO")
+        print(f"ratio     {train_rate / lean_rate:10.2f} x      harness training / lean")
     sys.stdout.flush()
     figures |= {
         "lean_rollout_steps_per_s": round(rollout_rate),

@@ -161,6 +161,9 @@ def sample_metrics() -> dict[str, float]:
         "eval_train_normalized_score": 0.5,
         "eval_test_normalized_score": 0.2,
         "eval_generalization_gap": 0.3,
+        "aux_value_loss": 0.25,  # a PPG iteration that ended a phase
+        "aux_kl": 0.002,
+        "aux_vf_loss": 0.125,
     }
 
 

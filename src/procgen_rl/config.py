@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import yaml
 
 from procgen_rl.errors import ConfigError
-from procgen_rl.procgen import DISTRIBUTION_MODES, FRAME_SHAPE, GAMES, MODE_GAMES
+from procgen_rl.procgen import DISTRIBUTION_MODES, FRAME_SHAPE, GAMES, MODE_GAMES, NUM_ACTIONS
 
 INT32_MAX = 2**31 - 1  # Procgen and envpool take level seeds and env seeds as C++ ints
 # Far above any one learner's batch: the bound only catches typos; `check_memory` sizes real runs.
@@ -134,12 +134,39 @@ class ModelConfig:
 
     custom_model: str = setting(
         "impala_cnn",
-        "a model in procgen_rl/models/ (impala_cnn) or package.module:Class, an RLlib "
+        "a model in procgen_rl/models/ (impala_cnn; ppg_impala_cnn for PPG) or package.module:Class, an RLlib "
         "TorchRLModule; checked when the algorithm is built, before Ray starts",
     )
     custom_model_config: dict = setting(
         {},
-        "passed to the model as-is; impala_cnn takes depths ([16, 32, 32]), hidden (256) and precision (fp32 or bf16)",
+        "passed to the model as-is; impala_cnn and ppg_impala_cnn take depths ([16, 32, 32]), hidden (256), "
+        "precision (fp32 or bf16) and augment ({crop: N}: the learner's frames shifted by up to N pixels, "
+        "DrAC's random crop; N = 12 there; off by default)",
+    )
+
+
+@dataclass
+class PhasicConfig:
+    """Phasic Policy Gradient (Cobbe et al. 2021), used when algorithm.name is PPG: phases of
+    n_iteration policy iterations (PPO on the policy network, the value network on its own
+    loss), each followed by an auxiliary phase over all the frames the phase sampled. Names and
+    defaults are the paper's for Procgen; see docs/ppg.md."""
+
+    n_iteration: int = setting(
+        32, "N_pi: policy iterations per phase, each num_envs x num_steps steps; their frames are kept", Range(1)
+    )
+    e_policy: int = setting(1, "E_pi: epochs of the clipped surrogate over each iteration's batch", Range(1, 100))
+    e_value: int = setting(1, "E_V: epochs of the value loss over each iteration's batch", Range(1, 100))
+    e_aux: int = setting(
+        6, "E_aux: epochs over the phase's frames in its auxiliary phase; 0 = no auxiliary phase", Range(0, 100)
+    )
+    beta_clone: float = setting(
+        1.0, "weight of the KL to the policy as it was before the auxiliary phase, in its loss", Range(0)
+    )
+    num_aux_rollouts: int = setting(
+        4,
+        "auxiliary minibatches of num_aux_rollouts x num_steps frames (CleanRL's); at most n_iteration x num_envs",
+        Range(1),
     )
 
 
@@ -149,7 +176,7 @@ class AlgorithmConfig:
 
     name: str = setting(
         "PPO",
-        "PPO, APPO, IMPALA or package.module:ConfigClass, an RLlib AlgorithmConfig; checked when the "
+        "PPO, APPO, IMPALA, PPG or package.module:ConfigClass, an RLlib AlgorithmConfig; checked when the "
         "algorithm is built, before Ray starts",
     )
     learning_rate: float = setting(5e-4, "Adam step size", Range(0, 1, low_open=True))
@@ -161,7 +188,7 @@ class AlgorithmConfig:
     ent_coef: float = setting(0.01, "weight of the entropy bonus in the loss", Range(0))
     vf_coef: float = setting(0.5, "weight of the value loss (0.5 x squared error) in the loss", Range(0))
     max_grad_norm: float = setting(0.5, "gradients are clipped to this global norm", Range(0, low_open=True))
-    update_epochs: int = setting(3, "passes over each batch", Range(1, 100))
+    update_epochs: int = setting(3, "passes over each batch (PPG: ppg.e_policy and ppg.e_value)", Range(1, 100))
     num_minibatches: int = setting(8, "minibatches per epoch; must divide num_envs x num_steps", Range(1))
     num_envs: int = setting(64, "environments in total, split evenly over the env runners", Range(1, MAX_ENVS))
     num_steps: int = setting(
@@ -173,6 +200,7 @@ class AlgorithmConfig:
     rllib: dict = setting(
         {}, "extra AlgorithmConfig calls, {section: {argument: value}}, applied after everything else"
     )
+    ppg: PhasicConfig = field(default_factory=PhasicConfig)
 
     @property
     def train_batch_size(self) -> int:
@@ -207,7 +235,9 @@ class ResourcesConfig:
         "env runners infer on a GPU of their host when one is visible, with no share from Ray, so that GPU "
         "and CPU hosts can sample together",
     )
-    num_learners: int = setting(0, "remote learners; 0 learns in the driver process", Range(0, MAX_ACTORS))
+    num_learners: int = setting(
+        0, "remote learners; 0 learns in the driver process; PPG takes 0 or 1", Range(0, MAX_ACTORS)
+    )
     spread_env_runners: bool = setting(
         False, f"one env runner per unit of each host's {ENV_RUNNER_SLOT!r} Ray resource (multi-host launchers set it)"
     )
@@ -559,6 +589,18 @@ def validate(experiment: Experiment, source: str, origins: dict[str, str]) -> No
             "resources.num_env_runners",
             f"{res.num_env_runners} runners cannot split algorithm.num_envs={algo.num_envs} evenly",
         )
+    if algo.name == "PPG" and res.num_learners > 1:
+        fail(
+            "resources.num_learners",
+            f"PPG trains on one learner (0: in the driver, 1: a remote one), got {res.num_learners}: its "
+            "auxiliary phase and buffer are not made for several (DDP)",
+        )
+    if algo.ppg.num_aux_rollouts > algo.ppg.n_iteration * algo.num_envs:
+        fail(
+            "algorithm.ppg.num_aux_rollouts",
+            f"{algo.ppg.num_aux_rollouts} is more than the phase's n_iteration x num_envs = "
+            f"{algo.ppg.n_iteration} x {algo.num_envs} rollouts",
+        )
     per_runner = experiment.num_envs_per_env_runner
     if (experiment.seed + res.num_env_runners + 1) * per_runner - 1 > INT32_MAX:
         highest = (INT32_MAX + 1) // per_runner - res.num_env_runners - 1
@@ -598,6 +640,9 @@ def estimate_memory(experiment: Experiment) -> int:
     64 x 64 x 3 uint8 x `frame_stack`: the envs' current frames (num_envs), the sampled
     episodes (num_envs x (num_steps + 1); the extra frame bootstraps GAE), the learner's train
     batch (num_envs x num_steps) and one minibatch as float32, as the model's forward takes it.
+    PPG adds its auxiliary phase's buffer, in the learner's host memory: every frame of a phase
+    (n_iteration x num_envs x num_steps, uint8) with its value target and the 15 logits of the
+    policy before the auxiliary phase (float32): 6.0 GiB at the paper's sizes.
     Ray, torch, the weights, the activations, the games' own state and RLlib's intermediate
     copies come on top: an experiment refused by `check_memory` cannot run, one it passes may
     still need more.
@@ -608,7 +653,16 @@ def estimate_memory(experiment: Experiment) -> int:
     episodes = algo.num_envs * (algo.num_steps + 1) * frame
     train_batch = algo.train_batch_size * frame
     float_minibatch = algo.minibatch_size * frame * 4
-    return envs + episodes + train_batch + float_minibatch
+    return envs + episodes + train_batch + float_minibatch + auxiliary_buffer_bytes(experiment)
+
+
+def auxiliary_buffer_bytes(experiment: Experiment) -> int:
+    """PPG's buffer of a phase: its frames, value targets and pre-phase logits; 0 for other algorithms."""
+    algo, ppg = experiment.algorithm, experiment.algorithm.ppg
+    if algo.name != "PPG" or not ppg.e_aux:
+        return 0
+    frame = math.prod(FRAME_SHAPE) * experiment.env_config.frame_stack
+    return ppg.n_iteration * algo.train_batch_size * (frame + 4 * (1 + NUM_ACTIONS))
 
 
 def check_memory(experiment: Experiment, available_bytes: int) -> None:
@@ -616,8 +670,11 @@ def check_memory(experiment: Experiment, available_bytes: int) -> None:
     need = estimate_memory(experiment)
     if need > available_bytes:
         algo = experiment.algorithm
+        kept = (
+            f" (x algorithm.ppg.n_iteration={algo.ppg.n_iteration} kept)" if auxiliary_buffer_bytes(experiment) else ""
+        )
         raise ConfigError(
-            f"algorithm.num_envs={algo.num_envs} x algorithm.num_steps={algo.num_steps} frames with "
+            f"algorithm.num_envs={algo.num_envs} x algorithm.num_steps={algo.num_steps} frames{kept} with "
             f"env_config.frame_stack={experiment.env_config.frame_stack} need at least {need / GIB:.1f} GiB "
             f"(procgen_rl.config.estimate_memory), more than the {available_bytes / GIB:.1f} GiB here; lower "
             "one of them"

@@ -78,9 +78,13 @@ def paper_ppo_loss(
     clip_coef: float,
     ent_coef: float,
     vf_coef: float,
+    standardize_advantages: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Baselines ppo2's loss on one minibatch: clipped surrogate, clipped value loss, entropy bonus."""
-    advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    """Baselines ppo2's loss on one minibatch: clipped surrogate, clipped value loss, entropy bonus.
+    The advantages are standardized here, per minibatch, unless the caller did so already
+    (PPG standardizes them over the whole batch)."""
+    if standardize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
     pg_loss = torch.max(-advantages * logp_ratio, -advantages * logp_ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     clipped_value = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
     v_loss = 0.5 * torch.max((value - target) ** 2, (clipped_value - target) ** 2).mean()
@@ -114,18 +118,37 @@ class ProcgenPPOLearner(PPOTorchLearner):
         # Once per batch, its rows (one agent: one per env step): RLlib's count adds every minibatch
         # of every epoch, and env_steps() counts the bootstrap step GAE appended to each episode chunk.
         self.metrics.log_value((ALL_MODULES, STEPS_TRAINED), batch.agent_steps(), reduce="sum")
-        minibatches = epoch_minibatches(batch, num_epochs, num_minibatches)
-        return self._reporting(minibatches, num_epochs * num_minibatches)
+        return self.minibatches(batch, num_epochs, num_minibatches)
 
-    def _reporting(self, minibatches: Iterator[MultiAgentBatch], total: int) -> Iterator[MultiAgentBatch]:
+    def minibatches(self, batch: MultiAgentBatch, num_epochs: int, num_minibatches: int) -> Iterator[MultiAgentBatch]:
+        """An update's minibatches: `epoch_minibatches`, each announced to the progress board."""
+        return self._reporting(epoch_minibatches(batch, num_epochs, num_minibatches), num_epochs * num_minibatches)
+
+    def _reporting(
+        self, minibatches: Iterator[MultiAgentBatch], total: int, what: str = "learning"
+    ) -> Iterator[MultiAgentBatch]:
         """The minibatches, each announced to the progress board (procgen_rl.progress)."""
         for number, minibatch in enumerate(minibatches, 1):
-            self._progress.phase(f"learning: minibatch {number} of {total}")
+            self._progress.phase(f"{what}: minibatch {number} of {total}")
             yield minibatch
 
     def compute_loss_for_module(
         self, *, module_id: str, config: PPOConfig, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
+        losses = self.ppo_losses(module_id, config, batch, fwd_out)
+        loss = losses.pop("loss")
+        self.metrics.log_dict(losses, key=module_id, window=1)
+        return loss
+
+    def ppo_losses(
+        self,
+        module_id: str,
+        config: PPOConfig,
+        batch: dict[str, Any],
+        fwd_out: dict[str, Any],
+        standardize_advantages: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """`paper_ppo_loss` on one minibatch, with the value's explained variance."""
         module = self.module[module_id].unwrapped()
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         value = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
@@ -139,8 +162,7 @@ class ProcgenPPOLearner(PPOTorchLearner):
             clip_coef=config.clip_param,
             vf_coef=config.vf_loss_coeff,
             ent_coef=self.entropy_coeff_schedulers_per_module[module_id].get_current_value(),
+            standardize_advantages=standardize_advantages,
         )
-        loss = losses.pop("loss")
         losses[LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY] = explained_variance(batch[Postprocessing.VALUE_TARGETS], value)
-        self.metrics.log_dict(losses, key=module_id, window=1)
-        return loss
+        return losses

@@ -14,7 +14,13 @@ from typing import Any
 from procgen_rl.errors import ConfigError
 
 ENTRY_ATTRIBUTE = {"models": "MODEL", "algorithms": "ALGORITHM", "callbacks": "CALLBACK"}
-BUILTIN_ALGORITHMS = ("PPO", "APPO", "IMPALA")
+# Algorithms named without a file: RLlib's, and PPG, which the harness adds (procgen_rl.ppg).
+BUILTIN_ALGORITHMS = {
+    "PPO": "ray.rllib.algorithms.ppo:PPOConfig",
+    "APPO": "ray.rllib.algorithms.appo:APPOConfig",
+    "IMPALA": "ray.rllib.algorithms.impala:IMPALAConfig",
+    "PPG": "procgen_rl.ppg:PPGConfig",
+}
 
 
 def available(kind: str) -> list[str]:
@@ -26,8 +32,7 @@ def available(kind: str) -> list[str]:
 def resolve(kind: str, name: str, key: str) -> Any:
     """The class `name` stands for; `key` is the config key, quoted in errors."""
     if kind == "algorithms" and name in BUILTIN_ALGORITHMS:
-        rllib_module = importlib.import_module(f"ray.rllib.algorithms.{name.lower()}")
-        return getattr(rllib_module, f"{name}Config")
+        name = BUILTIN_ALGORITHMS[name]
     if ":" in name:
         module_name, _, attribute = name.partition(":")
     else:

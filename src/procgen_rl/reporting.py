@@ -19,6 +19,8 @@ METRIC_LINE_REGEX); its names and meanings are fixed:
     steps_per_s          env steps sampled in this iteration / its wall time (sampling + learning)
     time_total_s         training wall time, across resumes
     policy_loss, vf_loss, entropy   learner values of this iteration
+    aux_value_loss, aux_kl, aux_vf_loss   PPG, on the iterations that end a phase: the auxiliary
+                         phase's last minibatch (procgen_rl.ppg); absent on other iterations
 
 and, on the iterations that evaluate (every evaluation.interval; absent from the others):
 
@@ -46,6 +48,7 @@ from typing import Any, TextIO
 STEPS_BY_HOST = "steps_by_host"  # env runner metric: env steps sampled, per host name
 STEPS_TRAINED = "env_steps_trained"  # learner metric (procgen_rl.learner): env steps updated on, once each
 METRICS_FILE = "metrics.jsonl"  # in the run directory: one JSON object per iteration
+AUXILIARY_LOSSES = ("aux_value_loss", "aux_kl", "aux_vf_loss")  # PPG's learner logs them
 METRIC_PREFIX = "[metrics]"
 METRIC_KEYS = (
     "iteration",
@@ -67,11 +70,14 @@ METRIC_KEYS = (
     "eval_train_normalized_score",
     "eval_test_normalized_score",
     "eval_generalization_gap",
+    *AUXILIARY_LOSSES,
 )
 # Group 1 is the value: `METRIC_LINE_REGEX.format(name="normalized_score")`.
 METRIC_LINE_REGEX = r"\[metrics\].* {name}=([-+0-9.eE]+|nan)"
 # TensorBoard groups, CleanRL-style.
-TENSORBOARD_GROUP = {"policy_loss": "losses", "vf_loss": "losses", "entropy": "losses"}
+TENSORBOARD_GROUP = {"policy_loss": "losses", "vf_loss": "losses", "entropy": "losses"} | dict.fromkeys(
+    AUXILIARY_LOSSES, "losses"
+)
 EVAL_PREFIX = "eval_"
 
 

@@ -40,7 +40,7 @@ from procgen_rl.errors import CheckpointError, ConfigError, UserError
 from procgen_rl.layout import usable_cpus
 from procgen_rl.procgen import normalized_score
 from procgen_rl.quiet import silence_library_banners
-from procgen_rl.reporting import STEPS_BY_HOST, STEPS_TRAINED, Reporter, first_number
+from procgen_rl.reporting import AUXILIARY_LOSSES, STEPS_BY_HOST, STEPS_TRAINED, Reporter, first_number
 from procgen_rl.run_dir import RunDir, TrainState, load_state, writing
 from procgen_rl.signals import TwoStageStop
 
@@ -72,6 +72,7 @@ def rllib_training_args(experiment: Experiment) -> dict[str, Any]:
         "minibatch_size": algo.minibatch_size // max(1, res.num_learners),
         "train_batch_size_per_learner": algo.train_batch_size // max(1, res.num_learners),
         "use_kl_loss": False,  # the paper's PPO has only the clipped objective
+        "ppg": algo.ppg,  # PPG's own settings (procgen_rl.ppg)
     }
 
 
@@ -216,6 +217,7 @@ def iteration_metrics(
     learner = result.get("learners", {}).get("default_policy", {})
     reward_mean = first_number(runners.get("raw_episode_return_mean"))
     env = experiment.env_config
+    auxiliary = {key: first_number(learner.get(key)) for key in AUXILIARY_LOSSES}
     return {
         "iteration": state.iteration,
         "timesteps_total": state.timesteps_total,
@@ -232,6 +234,7 @@ def iteration_metrics(
         "vf_loss": first_number(learner.get("vf_loss")),
         "entropy": first_number(learner.get("entropy")),
         **(evaluation_metrics(result, experiment) if evaluated(experiment, state) else {}),
+        **{key: value for key, value in auxiliary.items() if not math.isnan(value)},
     }
 
 

@@ -4,6 +4,8 @@ Each stack: conv 3x3 -> max-pool 3x3 stride 2 -> two residual blocks (relu, conv
 Frames arrive as uint8 and are scaled to [0, 1] here, the only place they become float.
 `precision: bf16` runs the encoder under bfloat16 autocast; the heads, the loss and the
 optimizer stay float32. On a GPU, the env runners' forward replays a CUDA graph.
+`augment: {crop: N}` shifts each training frame by up to N pixels (DrAC's random crop, N = 12
+there) in the learner's forward only: sampling, GAE and evaluation see the frames as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 VALUE_CHUNK = 1024  # frames per no-grad value pass: bounds the activations held at once
 PRECISIONS = ("fp32", "bf16")
+MAX_CROP = 32  # pixels: half a frame
 
 
 class ResidualBlock(nn.Module):
@@ -90,6 +93,10 @@ class ImpalaCNNNet(nn.Module):
         with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             return (encoder or self.encoder)(frames).float()
 
+    def value_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The features the value head reads: the shared torso's here."""
+        return self.features(obs)
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(obs)
         return self.pi(features), self.vf(features).squeeze(-1)
@@ -97,7 +104,29 @@ class ImpalaCNNNet(nn.Module):
     @torch.no_grad()
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         """Values without gradients, VALUE_CHUNK frames at a time (bounded activation memory)."""
-        return torch.cat([self.vf(self.features(chunk)).squeeze(-1) for chunk in obs.split(VALUE_CHUNK)])
+        return torch.cat([self.vf(self.value_features(chunk)).squeeze(-1) for chunk in obs.split(VALUE_CHUNK)])
+
+
+def crop_padding(model_config: dict) -> int:
+    """The pixels `augment: {crop: N}` shifts training frames by; 0 when augmentation is off."""
+    augment = model_config.get("augment") or {}
+    pad = augment.get("crop", 0) if isinstance(augment, dict) and set(augment) <= {"crop"} else None
+    if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad <= MAX_CROP:
+        raise ValueError(f"augment {augment!r} is not {{crop: N}} with N in [0, {MAX_CROP}] pixels, e.g. {{crop: 12}}")
+    return pad
+
+
+def random_crop(frames: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each frame shifted by up to `pad` pixels along each axis, its edge pixels repeated: DrAC's
+    random crop (replicate-pad by `pad`, crop back to the frame's size at a random offset), as
+    indices into the uint8 frames, without the padded copy."""
+    n, _, height, width = frames.shape
+    shift = torch.randint(-pad, pad + 1, (n, 2, 1), device=frames.device)
+    rows = (torch.arange(height, device=frames.device) + shift[:, 0]).clamp(0, height - 1)
+    cols = (torch.arange(width, device=frames.device) + shift[:, 1]).clamp(0, width - 1)
+    batch = torch.arange(n, device=frames.device)[:, None, None]
+    # Indexing around the channel slice puts the channels last: (n, h, w, c) -> (n, c, h, w).
+    return frames[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 class CUDAGraphForward:
@@ -144,9 +173,18 @@ class CUDAGraphForward:
 class ImpalaCNN(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     """Shared IMPALA-CNN torso with a policy head (logits) and a value head."""
 
+    net_class: type[ImpalaCNNNet] = ImpalaCNNNet
+
     def setup(self) -> None:
-        self.net = ImpalaCNNNet.from_model_config(self.observation_space.shape, self.action_space.n, self.model_config)
+        self.net = self.net_class.from_model_config(
+            self.observation_space.shape, self.action_space.n, self.model_config
+        )
         self._graphed_net = CUDAGraphForward(self.net)
+        self.crop = crop_padding(self.model_config)
+
+    def training_frames(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The frames a learner trains on: randomly cropped when `augment` asks for it."""
+        return random_crop(batch[Columns.OBS], self.crop) if self.crop else batch[Columns.OBS]
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.net.pi(self.net.features(batch[Columns.OBS]))}
@@ -157,7 +195,7 @@ class ImpalaCNN(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return {Columns.ACTION_DIST_INPUTS: logits, Columns.VF_PREDS: values}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        features = self.net.features(batch[Columns.OBS])
+        features = self.net.features(self.training_frames(batch))
         return {Columns.ACTION_DIST_INPUTS: self.net.pi(features), Columns.EMBEDDINGS: features}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
