@@ -1,6 +1,6 @@
-"""Learning parity: the harness and the lean PPO on the same experiment, seed and step budget.
+"""Learning parity: the harness and the lean PPO (or PPG) on the same experiment, seed and step budget.
 
-Runs benchmarks/lean_ppo.py and then `procgen-rl train` (the harness, as a user runs it), one
+Runs benchmarks/lean_ppo.py (lean_ppg.py for PPG) and then `procgen-rl train` (the harness, as a user runs it), one
 after the other so they do not share the CPU, and plots both mean-return curves (last 100
 episodes, the harness's episode_reward_mean) into one PNG.
 
@@ -64,13 +64,19 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
     return curve
 
 
+def lean_script(experiment: str, overrides: list[str]) -> str:
+    """The lean reference of the experiment's algorithm: lean_ppg.py for PPG, else lean_ppo.py."""
+    algorithm = load_experiment(experiment, parse_set_args(overrides)).algorithm.name
+    return "lean_ppg.py" if algorithm == "PPG" else "lean_ppo.py"
+
+
 def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
-    """benchmarks/lean_ppo.py to `steps`; the curve comes from its CSV."""
+    """The lean reference to `steps`; the curve comes from its CSV."""
     sets = [arg for item in overrides for arg in ("--set", item)]
     subprocess.run(
         [
             sys.executable,
-            str(BENCHMARKS / "lean_ppo.py"),
+            str(BENCHMARKS / lean_script(experiment, overrides)),
             experiment,
             *sets,
             "--total-timesteps",
@@ -123,21 +129,22 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    seed = load_experiment(args.experiment, parse_set_args(args.overrides)).seed  # fails early on a bad config
+    experiment = load_experiment(args.experiment, parse_set_args(args.overrides))  # fails early on a bad config
+    seed, lean = experiment.seed, "lean PPG" if experiment.algorithm.name == "PPG" else "lean PPO"
     args.out.mkdir(parents=True, exist_ok=True)
 
     curves, seconds, peak_mib = {}, {}, {}
-    runs = [("lean PPO", run_lean), ("harness", run_harness)]
+    runs = [(lean, run_lean), ("harness", run_harness)]
     lean_csv = args.out / "lean.csv"
     if lean_csv.exists():  # after a change to the harness alone, one run instead of two
-        print(f"lean PPO: reusing {lean_csv}", flush=True)
+        print(f"{lean}: reusing {lean_csv}", flush=True)
         # Named as reused: the plot's title gives this run's overrides, which it may not have had.
-        curves[f"lean PPO (reused {lean_csv.name})"], runs = read_lean_csv(lean_csv), runs[1:]
+        curves[f"{lean} (reused {lean_csv.name})"], runs = read_lean_csv(lean_csv), runs[1:]
     for label, run in runs:
         started = time.perf_counter()
         curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
         seconds[label] = time.perf_counter() - started
-        # Largest finished child so far: the lean PPO's, then the larger of it and the harness driver's.
+        # Largest finished child so far: the lean run's, then the larger of it and the harness driver's.
         peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     png = args.out / "learning.png"
     plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)

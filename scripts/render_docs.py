@@ -156,7 +156,7 @@ def cluster_row(r: Record) -> list[str]:
 
 
 def render_learning(records: list[Record]) -> str:
-    """One row per experiment, overrides and steps: the lean PPO's and the harness's newest records."""
+    """One row per experiment, overrides and steps: the lean PPO's (or PPG's) and the harness's newest records."""
     lines: list[str] = []
     for hardware, chosen in current(records, "learning").items():
         rows: dict[str, dict[str, Record]] = defaultdict(dict)
@@ -179,11 +179,12 @@ def render_learning(records: list[Record]) -> str:
                     command(
                         what["experiment"], what["overrides"], "benchmarks/learning.py", "--steps", str(what["steps"])
                     ),
-                    *(learning_cell(runs.get(name)) for name in ("lean PPO", "harness")),
+                    learning_cell(runs.get("lean PPO") or runs.get("lean PPG")),
+                    learning_cell(runs.get("harness")),
                     f"[plot](../{plots[-1]['figures']['plot']})" if plots else "–",
                 ]
             )
-        lines += [f"**{hardware}**", "", *table(["command", "lean PPO", "harness", "curves"], body), ""]
+        lines += [f"**{hardware}**", "", *table(["command", "lean PPO or PPG", "harness", "curves"], body), ""]
         lines += [*notes(chosen), ""] if any(r.get("note") for r in chosen) else []
     return "\n".join(lines).rstrip("\n") + "\n" if lines else "No records yet.\n"
 
@@ -216,7 +217,7 @@ def render_blocks(records: list[Record]) -> dict[str, str]:
                 "env",
                 "inference",
                 "sampling",
-                "lean PPO",
+                "lean PPO or PPG",
                 "training",
                 "ratio",
                 "peak RSS",

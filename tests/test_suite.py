@@ -194,7 +194,7 @@ def test_make_targets_pass_the_suite_variables(tmp_path):
 
 def test_a_trial_asks_for_rllibs_bundles_each_with_some_resource(tmp_path):
     """Evaluation env runners that reserve no CPU keep their bundles (RLlib places runners by
-    bundle position) with a token CPU share: Ray refuses an empty bundle."""
+    bundle position) with a token CPU share (Ray refuses an empty bundle) taken from the driver's."""
     from procgen_rl.launchers.tune_suite import resource_request
 
     evaluation = {
@@ -206,5 +206,5 @@ def test_a_trial_asks_for_rllibs_bundles_each_with_some_resource(tmp_path):
     suite = load_suite(write_suite(tmp_path / "s.yaml", set=fixed, grid={"seed": [0]}))
     (cell,) = plan(suite, tmp_path / "suite")
     request = resource_request(cell)
-    assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 0.01}, {"CPU": 0.01}]
-    assert request.required_resources["CPU"] == pytest.approx(3.02)  # the driver, 2 env runners, 2 evaluators
+    assert request.bundles == [{"CPU": 0.98}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 0.01}, {"CPU": 0.01}]
+    assert request.required_resources["CPU"] == pytest.approx(3.0)  # the driver and 2 env runners

@@ -52,15 +52,20 @@ def train_cell(config: dict[str, Any]) -> None:
 def resource_request(cell: PlannedCell) -> Any:
     """RLlib's placement group for the cell's experiment. RLlib places an env runner in the bundle
     at its position, so every bundle stays; one that reserves nothing (evaluation env runners with
-    no CPU) gets a token CPU share, as Ray refuses an empty bundle. Building the algorithm config
-    checks the model and algorithm, as every launcher does before anything starts."""
+    no CPU) gets a token CPU share, as Ray refuses an empty bundle, taken from the driver's bundle
+    so that the cell asks for the CPUs RLlib asks for (a cell sized to a 2-CPU machine fits it).
+    Building the algorithm config checks the model and algorithm, as every launcher does before
+    anything starts."""
     from ray.tune import PlacementGroupFactory
 
     from procgen_rl.trainer import build_algorithm_config
 
     config = build_algorithm_config(cell.experiment)
     request = config.algo_class.default_resource_request(config)
-    bundles = [bundle or {"CPU": TOKEN_CPU} for bundle in request.bundles]
+    bundles = [dict(bundle) or {"CPU": TOKEN_CPU} for bundle in request.bundles]
+    tokens = TOKEN_CPU * sum(not bundle for bundle in request.bundles)
+    if bundles[0].get("CPU", 0) > tokens:
+        bundles[0]["CPU"] -= tokens
     return PlacementGroupFactory(bundles, strategy=request.strategy)
 
 
