@@ -247,11 +247,6 @@ def test_killed_head_resumes_with_the_step_counter(tmp_path):
     assert json.loads((run / "stopped.json").read_text())["timesteps_total"] >= 8192
 
 
-@pytest.mark.xfail(
-    reason="failed in the merged tree's last docker run, under load, not yet investigated "
-    "(see the closing note of 2026-11-30); the native start-up case is in test_faults.py",
-    strict=False,
-)
 def test_ctrl_c_while_the_head_starts_stops_quietly_and_leaves_no_run(tmp_path):
     process = start_training(tmp_path, SMOKE, "--workers", "1")
     seen: list[str] = []

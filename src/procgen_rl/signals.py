@@ -1,8 +1,9 @@
 """Two-stage stop signals, the same for the CLI, the trainer and the compose launcher.
 
 The first SIGINT/SIGTERM asks for a graceful stop (finish the iteration, checkpoint) where one is
-armed, and elsewhere (start-up, a rollout) stops at once by raising `Stopped`, which unwinds like
-KeyboardInterrupt: locks are released and a new run's directory is removed. A second signal exits
+armed, and elsewhere (loading an experiment, a rollout) stops at once by raising `Stopped`, which
+unwinds like KeyboardInterrupt: locks are released and a new run's directory is removed. While
+Ray's driver starts, the trainer raises it itself between Ray's calls (`stop_if_received`). A second signal exits
 at once. Either way the exit is quiet, with the shell's code for the signal (130 for SIGINT, 143
 for SIGTERM). Checkpoints are written atomically, so a run stopped any way stays resumable.
 """
@@ -80,6 +81,11 @@ class TwoStageStop:
             print(f"\n{name}: stopping", file=sys.stderr, flush=True)
             raise Stopped(signum)
         self.on_first(name)
+
+    def stop_if_received(self) -> None:
+        """Raise `Stopped` here, at a safe point, when a signal came within the block."""
+        if self.received:
+            raise Stopped(signal.Signals[self.received])
 
     def __exit__(self, *exc: Any) -> None:
         if self.received:

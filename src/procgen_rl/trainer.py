@@ -414,6 +414,17 @@ def train_run_dir(path: Path, nodes: int = 1, on_iteration: IterationHook | None
     return train(experiment, run, resume=bool(run.checkpoints()), nodes=nodes, on_iteration=on_iteration)
 
 
+def restore(algo: Any, run: RunDir, checkpoint: Path) -> None:
+    """Restore the algorithm's state; a damaged checkpoint is one line naming an older one."""
+    try:
+        algo.restore_from_path(str(checkpoint.resolve()))
+    except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
+        older = [c for c in run.checkpoints() if c.name < checkpoint.name]
+        advice = f"resume from an older one: --resume {older[-1]}" if older else "start a new run"
+        cause = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+        raise CheckpointError(f"{checkpoint}: cannot restore ({cause}); {advice}") from None
+
+
 def _train_locked(
     experiment: Experiment,
     run: RunDir,
@@ -427,21 +438,28 @@ def _train_locked(
 
     print(f"starting Ray and {experiment.resources.num_env_runners or 'no remote'} env runner(s)", flush=True)
     use_learner_threads(experiment)
-    init_ray(experiment, nodes)
-    algo = build_algo(config)
-    if checkpoint:
+
+    def stop_when_started(name: str) -> None:
+        print(f"\n{name}: stopping once Ray has started (again to exit at once)", flush=True)
+
+    # An exception raised by a signal handler inside Ray's driver calls can crash the process on
+    # its way out (a segfault in ray.shutdown), so a stop during start-up is acted on between them.
+    with TwoStageStop(stop_when_started) as starting:
+        init_ray(experiment, nodes)
+        starting.stop_if_received()
+        algo = build_algo(config)
         try:
-            algo.restore_from_path(str(checkpoint.resolve()))
-        except Exception as err:  # pickle, torch and RLlib raise many types for a damaged file
+            starting.stop_if_received()
+            if checkpoint:
+                restore(algo, run, checkpoint)
+                print(
+                    f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_trained:,} steps trained",
+                    flush=True,
+                )
+            starting.stop_if_received()
+        except BaseException:
             algo.stop()
-            older = [c for c in run.checkpoints() if c.name < checkpoint.name]
-            advice = f"resume from an older one: --resume {older[-1]}" if older else "start a new run"
-            cause = " ".join(f"{type(err).__name__}: {err}".split())  # one line
-            raise CheckpointError(f"{checkpoint}: cannot restore ({cause}); {advice}") from None
-        print(
-            f"resumed {checkpoint} at iteration {state.iteration}, {state.timesteps_trained:,} steps trained",
-            flush=True,
-        )
+            raise
     run.stopped_path.unlink(missing_ok=True)  # training again: interrupted until it stops cleanly
     with writing(run.path, "the metrics"):
         run.rewind_metrics(checkpoint)
