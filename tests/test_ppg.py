@@ -164,7 +164,8 @@ def metric_lines(stdout: str) -> list[dict[str, float]]:
 @pytest.fixture(scope="module")
 def phase_run(tmp_path_factory):
     """Three iterations: a whole phase (2 policy iterations, the 2nd with the auxiliary phase),
-    then 1 iteration into the next; a checkpoint after each, one remote env runner."""
+    then 1 iteration into the next; a checkpoint after each, one remote env runner, an evaluation
+    with the 2nd."""
     run_dir = tmp_path_factory.mktemp("runs") / "ppg"
     sets = [arg for item in TINY for arg in ("--set", item)]
     result = run_cli(
@@ -179,6 +180,8 @@ def phase_run(tmp_path_factory):
         "stop.training_iteration=3",
         "--set",
         "checkpoint.frequency=1",
+        "--set",
+        "evaluation={interval: 2, episodes: 2, num_envs: 2}",
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -193,6 +196,7 @@ def test_a_phase_ends_with_its_auxiliary_phase(phase_run):
     assert ["aux_kl" in m for m in lines] == [False, True, False]  # only the phase's last iteration
     assert all(np.isfinite(lines[1][key]) for key in ("aux_value_loss", "aux_kl", "aux_vf_loss"))
     assert lines[1]["aux_kl"] >= 0
+    assert ["eval_test_reward_mean" in m for m in lines] == [False, True, False]  # PPG's networks evaluate
     state = json.loads((run_dir / "checkpoints/checkpoint_000003/trainer_state.json").read_text())
     assert state["iteration"] == 3
 
