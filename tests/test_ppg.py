@@ -167,23 +167,15 @@ def phase_run(tmp_path_factory):
     then 1 iteration into the next; a checkpoint after each, one remote env runner, an evaluation
     with the 2nd."""
     run_dir = tmp_path_factory.mktemp("runs") / "ppg"
-    sets = [arg for item in TINY for arg in ("--set", item)]
-    result = run_cli(
-        "train",
-        PPG,
-        "--run-dir",
-        str(run_dir),
-        *sets,
-        "--set",
+    overrides = [
+        *TINY,
         "resources.num_env_runners=1",
-        "--set",
         "stop.training_iteration=3",
-        "--set",
         "checkpoint.frequency=1",
-        "--set",
         "evaluation={interval: 2, episodes: 2, num_envs: 2}",
-        timeout=900,
-    )
+    ]
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    result = run_cli("train", PPG, "--run-dir", str(run_dir), *sets, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
