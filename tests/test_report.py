@@ -158,3 +158,29 @@ def test_a_directory_without_runs_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("report", str(tmp_path / "empty"), timeout=120), "empty: no runs")
     assert_one_line_error(run_cli("report", str(tmp_path / "nope"), timeout=120), "nope: no such directory")
+
+
+def test_learning_plot_reads_learning_runs_and_suites(tmp_path):
+    """benchmarks/plot_learning.py: a learning.py --out (lean.csv beside the harness run) and a
+    suite's runs, each curve cut at its first point past the budget."""
+    import plot_learning
+
+    out = tmp_path / "learning"
+    write_run(out / "harness", "coinrun", 1, rows(8.0), algorithm="PPG")
+    (out / "lean.csv").write_text("step,mean_return\n131072,2.0\n262144,4.0\n")
+    write_run(tmp_path / "suite" / "starpilot_seed-0", "starpilot", 0, rows(4.0, batch=100_000))
+    curves = plot_learning.curves_of([out, tmp_path / "suite"])
+    assert curves == {
+        "coinrun": {
+            ("harness PPG", 1): [(131072 * i, 2.0 * i) for i in range(1, 5)],
+            ("lean PPG", 1): [(131072, 2.0), (262144, 4.0)],
+        },
+        "starpilot": {("harness PPO", 0): [(100_000 * i, 1.0 * i) for i in range(1, 5)]},
+    }
+    assert plot_learning.cut(curves["starpilot"]["harness PPO", 0], 250_000) == [
+        (100_000, 1.0),
+        (200_000, 2.0),
+        (300_000, 3.0),
+    ]
+    plot_learning.plot(curves, 250_000, "a title", tmp_path / "learning.png")
+    assert (tmp_path / "learning.png").stat().st_size > 0
