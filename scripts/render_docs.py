@@ -130,7 +130,14 @@ def bench_row(r: Record) -> list[str]:
 
 def train_row(r: Record) -> list[str]:
     f = r["figures"]
-    return [f"`{r['command']}`", number(f["steps_per_s"]), number(f.get("steps")), number(f.get("seconds"))]
+    rss = f.get("peak_rss_mib")
+    return [
+        f"`{r['command']}`",
+        number(f["steps_per_s"]),
+        number(f.get("steps")),
+        number(f.get("seconds")),
+        "–" if rss is None else f"{rss / 1024:.1f} GiB",
+    ]
 
 
 RUNNERS = ("procgen_rl", "RLlib + pieces", "RLlib defaults")
@@ -225,7 +232,9 @@ def render_blocks(records: list[Record]) -> dict[str, str]:
             ],
             bench_row,
         ),
-        "train": render_kind(records, "train", ["command", "env steps/s", "env steps", "seconds", "record"], train_row),
+        "train": render_kind(
+            records, "train", ["command", "env steps/s", "env steps", "seconds", "peak RSS", "record"], train_row
+        ),
         "env_runner": render_kind(
             records, "env_runner", ["command", "envs per runner", *RUNNERS, "record"], env_runner_row
         ),
