@@ -2,7 +2,8 @@
 
 Runs benchmarks/lean_ppo.py (lean_ppg.py for PPG) and then `procgen-rl train` (the harness, as a user runs it), one
 after the other so they do not share the CPU, and plots both mean-return curves (last 100
-episodes, the harness's episode_reward_mean) into one PNG.
+episodes, the harness's episode_reward_mean) into one PNG (benchmarks/plot_learning.py draws it;
+it also puts several such runs in one).
 
 Prints each run's final mean return and its mean over the second half of the steps (± standard
 error across iterations), and writes one record per run into benchmarks/records/ with the plot
@@ -15,24 +16,22 @@ Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import records
+from plot_learning import Curve, plot, read_lean_csv
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.reporting import METRIC_PREFIX, parse_metric_line
 
 BENCHMARKS = Path(__file__).resolve().parent
 FIGURES = BENCHMARKS / "figures"
-Curve = list[tuple[int, float]]  # (env steps, mean return)
 
 
 def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) -> Curve:
@@ -89,33 +88,11 @@ def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Cu
     return read_lean_csv(out / "lean.csv")
 
 
-def read_lean_csv(path: Path) -> Curve:
-    with open(path, newline="") as f:
-        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
-
-
 def second_half(curve: Curve) -> tuple[float, float]:
     """Mean return over the second half of the steps, and its standard error across iterations
     (each iteration's 100-episode window is disjoint from the next at coinrun's episode rate)."""
     values = [r for s, r in curve if s >= curve[-1][0] / 2]
     return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
-
-
-def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, curve in curves.items():
-        ax.plot([s for s, _ in curve], [r for _, r in curve], marker=".", label=label)
-    ax.set(xlabel="env steps", ylabel="mean return (last 100 episodes)")
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize="small")  # long --set lists wrap
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -147,7 +124,8 @@ def main() -> None:
         # Largest finished child so far: the lean run's, then the larger of it and the harness driver's.
         peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     png = args.out / "learning.png"
-    plot(curves, " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"]), png)
+    title = " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"])
+    plot({experiment.env_config.env_name: {(label, seed): curve for label, curve in curves.items()}}, None, title, png)
     kept = FIGURES / f"learning-{Path(args.experiment).stem}-{time.strftime('%Y-%m-%d-%H%M%S', time.gmtime())}.png"
     shutil.copy(png, kept)
     for label, curve in curves.items():

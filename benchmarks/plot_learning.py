@@ -12,16 +12,24 @@ Usage: python benchmarks/plot_learning.py --out learning.png DIR [DIR ...] [--st
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from learning import Curve, read_lean_csv
 from procgen_rl.report import collect
 
+Curve = list[tuple[int, float]]  # (env steps, mean return)
 LINESTYLES = ("-", "--", ":", "-.")  # one a seed, in seed order
+
+
+def read_lean_csv(path: Path) -> Curve:
+    """A lean PPO's or PPG's --csv: its mean return after each iteration."""
+    with open(path, newline="") as f:
+        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
 
 
 def curves_of(directories: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
@@ -47,6 +55,7 @@ def cut(curve: Curve, steps: int) -> Curve:
 
 
 def plot(curves: dict[str, dict[tuple[str, int], Curve]], steps: int | None, title: str, path: Path) -> None:
+    """game -> (implementation, seed) -> curve into one PNG, cut at `steps` when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +80,7 @@ def plot(curves: dict[str, dict[tuple[str, int], Curve]], steps: int | None, tit
         ax.set(title=game, xlabel="env steps", ylabel="mean return (last 100 episodes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize="small")
+    fig.suptitle("\n".join(textwrap.wrap(title, 90 * len(curves))), fontsize="small")  # long --set lists wrap
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
