@@ -112,9 +112,13 @@ def render_kind(
     return "\n".join(lines).rstrip("\n") + "\n" if lines else "No records yet.\n"
 
 
+def gib(mib: float | None) -> str:
+    """A peak RSS cell: MiB as GiB, or a dash where a record has none."""
+    return "–" if mib is None else f"{mib / 1024:.1f} GiB"
+
+
 def bench_row(r: Record) -> list[str]:
     f = r["figures"]
-    rss = f.get("phases", {}).get("training", {}).get("peak_rss_mib")
     return [
         f"`{r['command']}`",
         number(f.get("envs_per_runner")),
@@ -124,19 +128,18 @@ def bench_row(r: Record) -> list[str]:
         number(f.get("lean_ppo_steps_per_s"), 1),
         number(f.get("training_steps_per_s"), 1),
         number(f.get("ratio"), 2),
-        "–" if rss is None else f"{rss / 1024:.1f} GiB",
+        gib(f.get("phases", {}).get("training", {}).get("peak_rss_mib")),
     ]
 
 
 def train_row(r: Record) -> list[str]:
     f = r["figures"]
-    rss = f.get("peak_rss_mib")
     return [
         f"`{r['command']}`",
         number(f["steps_per_s"]),
         number(f.get("steps")),
         number(f.get("seconds")),
-        "–" if rss is None else f"{rss / 1024:.1f} GiB",
+        gib(f.get("peak_rss_mib")),
     ]
 
 
