@@ -6,9 +6,9 @@ episodes, the harness's episode_reward_mean) into one PNG (benchmarks/plot_learn
 it also puts several such runs in one).
 
 Prints each run's final mean return and its mean over the second half of the steps (± standard
-error across iterations), and writes one record per run into benchmarks/records/ with the plot
-copied into benchmarks/figures/ (docs/learning.md). A lean.csv already in --out is reused: the
-harness alone runs, and only its record is written.
+error across iterations), and writes one record per run into benchmarks/records/, as that run
+ends, with the plot copied into benchmarks/figures/ (docs/learning.md). A lean.csv already in
+--out is reused: the harness alone runs, and only its record is written.
 
 Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
 """
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import records
 from plot_learning import Curve, plot, read_lean_csv
@@ -95,6 +96,26 @@ def second_half(curve: Curve) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
 
 
+def figures(curve: Curve) -> dict[str, Any]:
+    """A run's learning figures: its final mean return and its mean over the second half of the steps."""
+    step, final = curve[-1]
+    mean, stderr = second_half(curve)
+    return {
+        "final_step": step,
+        "final_return": round(final, 2),
+        "second_half_mean": round(mean, 2),
+        "second_half_stderr": round(stderr, 2),
+        "iterations": len(curve),
+    }
+
+
+def summarize(label: str, run: dict[str, Any], speed: str) -> None:
+    print(
+        f"{label:14s} final mean return {run['final_return']:6.2f} at {run['final_step']:,} steps, "
+        f"second half {run['second_half_mean']:.2f} ± {run['second_half_stderr']:.2f}; {speed}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
@@ -110,52 +131,45 @@ def main() -> None:
     seed, lean = experiment.seed, "lean PPG" if experiment.algorithm.name == "PPG" else "lean PPO"
     args.out.mkdir(parents=True, exist_ok=True)
 
-    curves, seconds, peak_mib = {}, {}, {}
+    curves: dict[str, Curve] = {}
     runs = [(lean, run_lean), ("harness", run_harness)]
     lean_csv = args.out / "lean.csv"
-    if lean_csv.exists():  # after a change to the harness alone, one run instead of two
+    if lean_csv.exists():  # after a change to the harness alone, or a lean run a session before
         print(f"{lean}: reusing {lean_csv}", flush=True)
         # Named as reused: the plot's title gives this run's overrides, which it may not have had.
-        curves[f"{lean} (reused {lean_csv.name})"], runs = read_lean_csv(lean_csv), runs[1:]
-    for label, run in runs:
-        started = time.perf_counter()
-        curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
-        seconds[label] = time.perf_counter() - started
-        # Largest finished child so far: the lean run's, then the larger of it and the harness driver's.
-        peak_mib[label] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        label = f"{lean} (reused {lean_csv.name})"
+        curves[label], runs = read_lean_csv(lean_csv), runs[1:]
+        summarize(label, figures(curves[label]), "reused")
     png = args.out / "learning.png"
     title = " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"])
-    plot({experiment.env_config.env_name: {(label, seed): curve for label, curve in curves.items()}}, None, title, png)
     kept = FIGURES / f"learning-{Path(args.experiment).stem}-{time.strftime('%Y-%m-%d-%H%M%S', time.gmtime())}.png"
-    shutil.copy(png, kept)
-    for label, curve in curves.items():
-        step, final = curve[-1]
-        mean, stderr = second_half(curve)
-        speed = (
-            f"{step / seconds[label]:.1f} steps/s wall clock (incl. start-up), largest process peak RSS so far "
-            f"{peak_mib[label]:.0f} MiB"
-            if label in seconds
-            else "reused"
+    for label, run in runs:
+        started = time.perf_counter()
+        curve = curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
+        seconds = time.perf_counter() - started
+        # Largest finished child so far: the lean run's, then the larger of it and the harness driver's.
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # Plotted and recorded as each run ends, so that a later run's failure keeps this one's measurement.
+        plot({experiment.env_config.env_name: {(name, seed): c for name, c in curves.items()}}, None, title, png)
+        shutil.copy(png, kept)
+        run_figures = figures(curve)
+        steps_per_s = run_figures["final_step"] / seconds
+        summarize(
+            label,
+            run_figures,
+            f"{steps_per_s:.1f} steps/s wall clock (incl. start-up), "
+            f"largest process peak RSS so far {peak_mib:.0f} MiB",
         )
-        print(
-            f"{label:14s} final mean return {final:6.2f} at {step:,} steps, "
-            f"second half {mean:.2f} ± {stderr:.2f}; {speed}"
+        records.write(
+            "learning",
+            records.measurement(args.experiment, args.overrides, steps=args.steps, implementation=label),
+            run_figures
+            | {
+                "steps_per_s": round(steps_per_s, 1),
+                "peak_rss_mib": round(peak_mib),
+                "plot": os.path.relpath(kept, records.REPO),
+            },
         )
-        if label in seconds:  # a reused curve is not a new measurement
-            records.write(
-                "learning",
-                records.measurement(args.experiment, args.overrides, steps=args.steps, implementation=label),
-                {
-                    "final_step": step,
-                    "final_return": round(final, 2),
-                    "second_half_mean": round(mean, 2),
-                    "second_half_stderr": round(stderr, 2),
-                    "iterations": len(curve),
-                    "steps_per_s": round(step / seconds[label], 1),
-                    "peak_rss_mib": round(peak_mib[label]),
-                    "plot": os.path.relpath(kept, records.REPO),
-                },
-            )
     print(f"plot: {png} (and {os.path.relpath(kept)})")
 
 
