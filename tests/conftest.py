@@ -24,6 +24,11 @@ IMAGE = os.environ.get("PROCGEN_RL_IMAGE", f"procgen-rl:{__version__}-cpu")
 CLI = [sys.executable, "-m", "procgen_rl.cli"]
 
 
+def callbacks_env() -> dict[str, str]:
+    """The environment that lets a run import the callbacks defined in tests/ (`callbacks=[module:Class]`)."""
+    return {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

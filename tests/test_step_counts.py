@@ -6,11 +6,9 @@ Marked slow: one iteration waits a minute for the late runner (tests/late_runner
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import callbacks_env, run_cli
 from test_training import metric_lines
 
 pytestmark = pytest.mark.slow
@@ -30,7 +28,7 @@ def test_a_late_runner_changes_no_batch(tmp_path):
         "callbacks=[late_runner:LateFirstFragment]",
         "--set",
         "evaluation.interval=0",
-        env={"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])},
+        env=callbacks_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = metric_lines(result.stdout)

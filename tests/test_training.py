@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLI, REPO, run_cli, tensorboard_scalar_tags
+from conftest import CLI, REPO, callbacks_env, run_cli, tensorboard_scalar_tags
 
 pytestmark = pytest.mark.slow
 METRIC_LINE = re.compile(r"^\[metrics\] .*$", re.MULTILINE)
@@ -66,6 +66,29 @@ def test_smoke_trains_reports_and_checkpoints(smoke_run):
     assert checkpoints == ["checkpoint_000001", "checkpoint_000002"]
     state = json.loads((run_dir / "checkpoints/checkpoint_000002/trainer_state.json").read_text())
     assert state["iteration"] == 2 and state["timesteps_total"] == lines[1]["timesteps_total"]
+
+
+def test_an_evaluating_iteration_trains_on_the_callers_thread(tmp_path):
+    """procgen_rl.evaluation.evaluate_beside_training: the evaluation takes the helper thread, so
+    the learner's torch work stays on the thread every other iteration trains on."""
+    result = run_cli(
+        "train",
+        "experiments/smoke.yaml",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "resources.num_env_runners=0",
+        "--set",
+        "evaluation.interval=1",
+        "--set",
+        "callbacks=[thread_probe:Threads]",
+        env=callbacks_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    threads = re.findall(r"^\[thread\] (\w+) on (\S+)$", result.stdout, re.MULTILINE)
+    assert {thread for what, thread in threads if what == "sampling"} == {"MainThread"}, threads
+    evaluating = [thread for what, thread in threads if what == "evaluating"]
+    assert len(evaluating) == 2 and all(t.startswith("procgen-rl-evaluation") for t in evaluating), threads
 
 
 def test_smoke_evaluates_once_and_writes_metrics_jsonl(smoke_run):

@@ -2,10 +2,11 @@
 `evaluation.interval` iterations, on evaluation env runners of its own, in parallel with training.
 
 RLlib schedules it (`evaluation_parallel_to_training`): when an iteration is due, it copies the
-learner's weights to the evaluation env runners, starts the training iteration in a thread, and
-calls `evaluate` (its custom evaluation function) in the driver's main thread meanwhile; the
-iteration ends when both have. So the evaluation at iteration N plays the policy as iteration N
-began, trained for N - 1 iterations.
+learner's weights to the evaluation env runners and calls `evaluate` (its custom evaluation
+function) while the training iteration runs; the iteration ends when both have. So the evaluation
+at iteration N plays the policy as iteration N began, trained for N - 1 iterations. RLlib would
+train in a helper thread and evaluate in the caller's; `evaluate_beside_training` swaps them, so
+the learner always trains on one thread (its docstring says why).
 
 `evaluate` asks each evaluation runner for its share of both splits' episodes. A runner plays them
 with `rollout.run_episodes`, as `procgen-rl rollout` does: the training split is the run's
@@ -21,7 +22,9 @@ them (procgen_rl.trainer.evaluation_metrics).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import types
 from typing import Any
 
 import numpy as np
@@ -103,3 +106,27 @@ def evaluate(algorithm: Any, eval_runners: Any) -> tuple[dict, int, int]:
         algorithm.metrics.log_value((*key, SPLIT_KEYS[split]), float(np.mean(returns)), reduce="item")
         algorithm.metrics.log_value((*key, f"{split}_episodes"), len(returns), reduce="item")
     return {}, 0, 0  # RLlib's new API stack reads the logged values, not these
+
+
+def evaluate_beside_training(algorithm: Any) -> None:
+    """Make `algorithm`'s evaluating iterations train on the calling thread and evaluate on a
+    helper thread, the reverse of RLlib's arrangement.
+
+    Torch's CPU kernels run on OpenMP (libgomp), which gives each thread that starts parallel work
+    a team of its own. A training iteration on a fresh thread, beside the team the caller's thread
+    already has, makes libgomp count more threads than cores, and it then stops spin-waiting
+    between kernels: the learner's threads sleep and wake around every kernel, and a CPU learner
+    trains markedly slower for the whole iteration (a PPG auxiliary phase that falls on an
+    evaluating iteration, for one). The evaluation only waits on its runners, so the helper thread
+    costs it nothing.
+    """
+
+    def run_one_training_iteration_and_evaluation_in_parallel(self: Any) -> tuple[Any, Any, Any]:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="procgen-rl-evaluation") as executor:
+            evaluation = executor.submit(self._run_one_evaluation, parallel_train_future=None)
+            train_results, train_iter_ctx = self._run_one_training_iteration()
+            return train_results, evaluation.result(), train_iter_ctx
+
+    algorithm._run_one_training_iteration_and_evaluation_in_parallel = types.MethodType(
+        run_one_training_iteration_and_evaluation_in_parallel, algorithm
+    )

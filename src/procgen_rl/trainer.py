@@ -448,6 +448,7 @@ def _train_locked(
         init_ray(experiment, nodes)
         starting.stop_if_received()
         algo = build_algo(config)
+        evaluation.evaluate_beside_training(algo)
         try:
             starting.stop_if_received()
             if checkpoint:
