@@ -81,7 +81,7 @@ def main() -> None:
     from procgen_rl.envs import ProcgenVectorEnv
     from procgen_rl.layout import place_on_this_machine
     from procgen_rl.models.impala_cnn import CUDAGraphForward
-    from procgen_rl.trainer import build_algorithm_config, init_ray, sampled, use_learner_threads
+    from procgen_rl.trainer import build_algo, build_algorithm_config, init_ray, sampled, use_learner_threads
 
     experiment, explicit = read_experiment(args.experiment, parse_set_args(args.overrides))
     layout = place_on_this_machine(experiment, explicit)  # as `procgen-rl train --backend native` places it
@@ -244,7 +244,7 @@ def main() -> None:
     figures["phases"]["sampling"] = phase.figures()
 
     init_ray(experiment)
-    algo = config.build_algo()
+    algo = build_algo(config)
 
     # RLlib's own timers are smoothed across iterations (the warm-up dominates them), so the
     # learner's share of each iteration is timed here, around the call the algorithm makes.

@@ -31,12 +31,12 @@ def measure(experiment_path: str, layout: list[str], seconds: float) -> None:
     import ray
 
     from procgen_rl.config import load_experiment, parse_set_args
-    from procgen_rl.trainer import build_algorithm_config, init_ray
+    from procgen_rl.trainer import build_algo, build_algorithm_config, init_ray
 
     experiment = load_experiment(experiment_path, parse_set_args(layout))
     per_runner, runners = experiment.num_envs_per_env_runner, experiment.resources.num_env_runners
     init_ray(experiment)
-    algo = build_algorithm_config(experiment).build_algo()
+    algo = build_algo(build_algorithm_config(experiment))
     chunk = per_runner * SAMPLE_STEPS_PER_ENV  # short calls, so --seconds bounds the measurement
 
     def sample_all() -> int:

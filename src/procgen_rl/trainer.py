@@ -336,7 +336,8 @@ def use_learner_threads(experiment: Experiment) -> None:
 
 
 def build_algo(config: Any) -> Any:
-    """The RLlib Algorithm, leaving nothing in the home directory.
+    """The RLlib Algorithm, leaving nothing in the home directory, its evaluating iterations
+    training on the caller's thread (procgen_rl.evaluation.evaluate_beside_training).
 
     An Algorithm is a Tune Trainable, and one built outside Tune makes itself a log directory,
     an empty ~/ray_results/<timestamp>/ (Trainable._setup_logdir), with no setting to move it
@@ -348,7 +349,9 @@ def build_algo(config: Any) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="procgen-rl-trainable-") as scratch:
         with mock.patch.object(trainable, "DEFAULT_STORAGE_PATH", scratch):
-            return config.build_algo()
+            algo = config.build_algo()
+    evaluation.evaluate_beside_training(algo)
+    return algo
 
 
 def report_env_runner_health(algo: Any, experiment: Experiment, previously: int) -> int:
@@ -448,7 +451,6 @@ def _train_locked(
         init_ray(experiment, nodes)
         starting.stop_if_received()
         algo = build_algo(config)
-        evaluation.evaluate_beside_training(algo)
         try:
             starting.stop_if_received()
             if checkpoint:
