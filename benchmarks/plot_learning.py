@@ -1,12 +1,13 @@
 """Several learning runs in one PNG: a panel per game, a colour per implementation, a line per seed.
 
-Each DIR is an --out of benchmarks/learning.py (its lean.csv and the harness run beside it) or a
-directory of harness runs (a suite's of `procgen-rl benchmark`, or one run's). Each run's game,
-algorithm and seed come from its config.yaml; a lean.csv's from the harness run beside it, which
-trained the same experiment. --steps cuts every curve at one budget (at its first point past
-it), so that runs of different lengths compare at equal env steps.
+Each SOURCE is an --out of benchmarks/learning.py (its lean.csv and the harness run beside it), a
+directory of harness runs (a suite's of `procgen-rl benchmark`, or one run's), or a learning
+record of benchmarks/records/ that keeps its curve. Each run's game, algorithm and seed come from
+its config.yaml; a lean.csv's from the harness run beside it, which trained the same experiment;
+a record's from its experiment and overrides. --steps cuts every curve at one budget (at its
+first point past it), so that runs of different lengths compare at equal env steps.
 
-Usage: python benchmarks/plot_learning.py --out learning.png DIR [DIR ...] [--steps N] [--title TEXT]
+Usage: python benchmarks/plot_learning.py --out learning.png SOURCE [SOURCE ...] [--steps N] [--title TEXT]
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import textwrap
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.report import collect
 
+REPO = Path(__file__).resolve().parent.parent
 Curve = list[tuple[int, float]]  # (env steps, mean return)
 LINESTYLES = ("-", "--", ":", "-.")  # one a seed, in seed order
 
@@ -32,10 +37,27 @@ def read_lean_csv(path: Path) -> Curve:
         return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
 
 
-def curves_of(directories: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
-    """game -> (implementation, seed) -> curve, for every run under the directories."""
-    runs, _ = collect(directories)
+def read_record(path: Path) -> tuple[dict[str, Any], Curve]:
+    """A learning record's measurement and curve, the run as benchmarks/learning.py recorded it."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {path}: {e}") from None
+    if record.get("kind") != "learning" or "curve" not in record.get("figures", {}):
+        raise SystemExit(f"error: {path}: not a learning record with a curve (older records have none)")
+    return record["measurement"], [(int(step), float(mean_return)) for step, mean_return in record["figures"]["curve"]]
+
+
+def curves_of(sources: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
+    """game -> (implementation, seed) -> curve, for every run under the directories and every record."""
     curves: dict[str, dict[tuple[str, int], Curve]] = defaultdict(dict)
+    for record in [source for source in sources if source.is_file()]:
+        what, curve = read_record(record)
+        experiment = load_experiment(REPO / what["experiment"], parse_set_args(what["overrides"]))
+        name = what["implementation"]
+        name = f"harness {experiment.algorithm.name}" if name == "harness" else name
+        curves[experiment.env_config.env_name][name, experiment.seed] = curve
+    runs, _ = collect([source for source in sources if not source.is_file()])
     for run in runs:
         algorithm = yaml.safe_load((run.path / "config.yaml").read_text())["algorithm"]["name"]
         rows = [row for row in run.rows if "episode_reward_mean" in row]
@@ -88,12 +110,12 @@ def plot(curves: dict[str, dict[tuple[str, int], Curve]], steps: int | None, tit
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", type=Path, metavar="DIR")
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--steps", type=int, help="cut every curve at this many env steps")
     parser.add_argument("--title", default="", help="above the panels: what was run")
     args = parser.parse_args()
-    plot(curves_of(args.directories), args.steps, args.title, args.out)
+    plot(curves_of(args.sources), args.steps, args.title, args.out)
     print(f"plot: {args.out}")
 
 
