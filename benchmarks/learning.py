@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import resource
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import records
-from plot_learning import Curve, plot, read_lean_csv, read_record
+from plot_learning import Curve, plot, read_lean_csv, with_returns
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.reporting import METRIC_PREFIX, parse_metric_line
 
@@ -56,18 +55,16 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
         "--set",
         "stop.time_total_s=0",
     ]
-    curve: Curve = []
+    points = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
             print(line, end="", flush=True)
             if line.startswith(METRIC_PREFIX):
                 metrics = parse_metric_line(line)
-                if math.isnan(metrics["episode_reward_mean"]):  # until the first episode ends
-                    continue
-                curve.append((int(metrics["timesteps_total"]), metrics["episode_reward_mean"]))
+                points.append((int(metrics["timesteps_total"]), metrics["episode_reward_mean"]))
     if process.returncode:
         raise SystemExit(f"harness run failed (exit {process.returncode})")
-    return curve
+    return with_returns(points)
 
 
 def lean_script(experiment: str, overrides: list[str]) -> str:
@@ -97,7 +94,7 @@ def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Cu
 
 def recorded_lean(record: Path, what: dict[str, Any]) -> Curve:
     """The curve of a recorded lean run of this very measurement (experiment, overrides, steps)."""
-    measurement, curve = read_record(record)
+    measurement, curve = records.read_learning(record)
     if measurement != what:
         raise SystemExit(f"error: --lean-record {record}: it recorded {measurement}, not this run's {what}")
     return curve
@@ -164,7 +161,7 @@ def main() -> None:
 
     curves: dict[str, Curve] = {}
     runs = [(lean, run_lean), ("harness", run_harness)]
-    if recorded:  # after a change to the harness alone, or a lean run a session before
+    if recorded is not None:  # after a change to the harness alone, or a lean run a session before
         write_lean_csv(recorded, args.out / "lean.csv")
         label = f"{lean} (recorded)"
         curves[label], runs = recorded, runs[1:]

@@ -15,49 +15,47 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
+import math
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from procgen_rl.config import load_experiment, parse_set_args
+from procgen_rl.errors import UserError
 from procgen_rl.report import collect
+from records import REPO, read_learning
 
-REPO = Path(__file__).resolve().parent.parent
 Curve = list[tuple[int, float]]  # (env steps, mean return)
 LINESTYLES = ("-", "--", ":", "-.")  # one a seed, in seed order
+
+
+def with_returns(points: Iterable[tuple[int, float]]) -> Curve:
+    """The points that have a mean return: an iteration before the first finished episode has none (NaN)."""
+    return [(step, mean_return) for step, mean_return in points if not math.isnan(mean_return)]
 
 
 def read_lean_csv(path: Path) -> Curve:
     """A lean PPO's or PPG's --csv: its mean return after each iteration."""
     with open(path, newline="") as f:
-        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
-
-
-def read_record(path: Path) -> tuple[dict[str, Any], Curve]:
-    """A learning record's measurement and curve, the run as benchmarks/learning.py recorded it."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {path}: {e}") from None
-    if record.get("kind") != "learning" or "curve" not in record.get("figures", {}):
-        raise SystemExit(f"error: {path}: not a learning record with a curve (older records have none)")
-    return record["measurement"], [(int(step), float(mean_return)) for step, mean_return in record["figures"]["curve"]]
+        return with_returns((int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f))
 
 
 def curves_of(sources: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
     """game -> (implementation, seed) -> curve, for every run under the directories and every record."""
     curves: dict[str, dict[tuple[str, int], Curve]] = defaultdict(dict)
-    for record in [source for source in sources if source.is_file()]:
-        what, curve = read_record(record)
-        experiment = load_experiment(REPO / what["experiment"], parse_set_args(what["overrides"]))
+    for record in [source for source in sources if source.suffix == ".json"]:
+        what, curve = read_learning(record)
+        try:
+            experiment = load_experiment(REPO / what["experiment"], parse_set_args(what["overrides"]))
+        except UserError as e:
+            raise SystemExit(f"error: {record}: its experiment in this checkout: {e}") from None
         name = what["implementation"]
         name = f"harness {experiment.algorithm.name}" if name == "harness" else name
         curves[experiment.env_config.env_name][name, experiment.seed] = curve
-    runs, _ = collect([source for source in sources if not source.is_file()])
+    runs, _ = collect([source for source in sources if source.suffix != ".json"])
     for run in runs:
         algorithm = yaml.safe_load((run.path / "config.yaml").read_text())["algorithm"]["name"]
         rows = [row for row in run.rows if "episode_reward_mean" in row]
@@ -115,7 +113,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="cut every curve at this many env steps")
     parser.add_argument("--title", default="", help="above the panels: what was run")
     args = parser.parse_args()
-    plot(curves_of(args.sources), args.steps, args.title, args.out)
+    try:
+        curves = curves_of(args.sources)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    plot(curves, args.steps, args.title, args.out)
     print(f"plot: {args.out}")
 
 

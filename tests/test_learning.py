@@ -20,7 +20,7 @@ SMOKE = ["algorithm.num_steps=128", "env_config.env_name=starpilot"]
 LEAN = records.measurement("experiments/smoke.yaml", SMOKE, steps=3072, implementation="lean PPO")
 
 
-def record(path: Path, measurement: dict, figures: dict) -> Path:
+def record(path: Path, measurement: object, figures: dict) -> Path:
     path.write_text(json.dumps({"kind": "learning", "measurement": measurement, "figures": figures}))
     return path
 
@@ -56,6 +56,8 @@ def test_a_recorded_lean_run_is_reused_and_the_harness_record_keeps_its_curve(tm
         (LEAN | {"steps": 2048}, {"curve": [[2048, 1.0]]}, "'steps': 2048, 'implementation': 'lean PPO'}, not"),
         (LEAN | {"implementation": "harness"}, {"curve": [[1024, 1.0]]}, "'harness'}, not this run's"),
         (LEAN, {"final_return": 1.0}, "not a learning record with a curve"),
+        (LEAN, {"curve": []}, "not a learning record with a curve"),
+        (["a list"], {"curve": [[1, 1.0]]}, "not a learning record with a curve"),
     ],
 )
 def test_a_record_of_another_run_is_refused_before_anything_runs(tmp_path, monkeypatch, measurement, figures, fragment):
@@ -83,3 +85,8 @@ def test_a_plot_draws_recorded_runs(tmp_path):
     assert plot_learning.curves_of(sources) == {
         "starpilot": {("lean PPG", 1): [(1, 0.5), (2, 1.0)], ("harness PPG", 1): [(1, 0.5), (2, 2.0)]}
     }
+
+
+def test_iterations_before_the_first_finished_episode_leave_the_curve(tmp_path):
+    (tmp_path / "lean.csv").write_text("step,mean_return\n1024,nan\n2048,1.5\n")
+    assert plot_learning.read_lean_csv(tmp_path / "lean.csv") == [(2048, 1.5)]
