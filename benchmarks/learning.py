@@ -7,15 +7,18 @@ it also puts several such runs in one).
 
 Prints each run's final mean return and its mean over the second half of the steps (± standard
 error across iterations), and writes one record per run into benchmarks/records/, as that run
-ends, with the plot copied into benchmarks/figures/ (docs/learning.md). A lean.csv already in
---out is reused: the harness alone runs, and only its record is written.
+ends, with its curve and the plot copied into benchmarks/figures/ (docs/learning.md). With
+--lean-record, the lean run of that record (a checkout or a session earlier) is reused: the
+harness alone runs, and only its record is written.
 
 Usage: python benchmarks/learning.py experiments/ppo-8m.yaml --steps 1000000 [--out DIR] [--set KEY=VALUE ...]
+       [--lean-record benchmarks/records/<date>-learning-<experiment>-lean-ppo.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import resource
 import shutil
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import records
-from plot_learning import Curve, plot, read_lean_csv
+from plot_learning import Curve, plot, read_lean_csv, with_returns
 from procgen_rl.config import load_experiment, parse_set_args
 from procgen_rl.reporting import METRIC_PREFIX, parse_metric_line
 
@@ -52,16 +55,16 @@ def run_harness(experiment: str, steps: int, out: Path, overrides: list[str]) ->
         "--set",
         "stop.time_total_s=0",
     ]
-    curve: Curve = []
+    points = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
             print(line, end="", flush=True)
             if line.startswith(METRIC_PREFIX):
                 metrics = parse_metric_line(line)
-                curve.append((int(metrics["timesteps_total"]), metrics["episode_reward_mean"]))
+                points.append((int(metrics["timesteps_total"]), metrics["episode_reward_mean"]))
     if process.returncode:
         raise SystemExit(f"harness run failed (exit {process.returncode})")
-    return curve
+    return with_returns(points)
 
 
 def lean_script(experiment: str, overrides: list[str]) -> str:
@@ -89,6 +92,21 @@ def run_lean(experiment: str, steps: int, out: Path, overrides: list[str]) -> Cu
     return read_lean_csv(out / "lean.csv")
 
 
+def recorded_lean(record: Path, what: dict[str, Any]) -> Curve:
+    """The curve of a recorded lean run of this very measurement (experiment, overrides, steps)."""
+    measurement, curve = records.read_learning(record)
+    if measurement != what:
+        raise SystemExit(f"error: --lean-record {record}: it recorded {measurement}, not this run's {what}")
+    return curve
+
+
+def write_lean_csv(curve: Curve, path: Path) -> None:
+    """A reused lean run's curve as the lean script writes it, so that plot_learning.py reads --out
+    as if the lean run had been made there."""
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([("step", "mean_return"), *curve])
+
+
 def second_half(curve: Curve) -> tuple[float, float]:
     """Mean return over the second half of the steps, and its standard error across iterations
     (each iteration's 100-episode window is disjoint from the next at coinrun's episode rate)."""
@@ -97,7 +115,8 @@ def second_half(curve: Curve) -> tuple[float, float]:
 
 
 def figures(curve: Curve) -> dict[str, Any]:
-    """A run's learning figures: its final mean return and its mean over the second half of the steps."""
+    """A run's learning figures: its final mean return, its mean over the second half of the steps, and
+    its curve, so that a later learning.py can reuse the run, or a plot redraw it, from the record alone."""
     step, final = curve[-1]
     mean, stderr = second_half(curve)
     return {
@@ -106,6 +125,7 @@ def figures(curve: Curve) -> dict[str, Any]:
         "second_half_mean": round(mean, 2),
         "second_half_stderr": round(stderr, 2),
         "iterations": len(curve),
+        "curve": [[s, round(r, 3)] for s, r in curve],
     }
 
 
@@ -126,20 +146,26 @@ def main() -> None:
         default=Path(os.environ.get("RESULTS_DIR", "results"), time.strftime("bench-learning-%Y%m%d-%H%M%S")),
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--lean-record",
+        type=Path,
+        metavar="RECORD",
+        help="a learning record of the lean run of this experiment, overrides and steps: its curve is reused",
+    )
     args = parser.parse_args()
     experiment = load_experiment(args.experiment, parse_set_args(args.overrides))  # fails early on a bad config
     seed, lean = experiment.seed, "lean PPG" if experiment.algorithm.name == "PPG" else "lean PPO"
+    what = records.measurement(args.experiment, args.overrides, steps=args.steps, implementation=lean)
+    recorded = recorded_lean(args.lean_record, what) if args.lean_record else None  # fails before anything runs
     args.out.mkdir(parents=True, exist_ok=True)
 
     curves: dict[str, Curve] = {}
     runs = [(lean, run_lean), ("harness", run_harness)]
-    lean_csv = args.out / "lean.csv"
-    if lean_csv.exists():  # after a change to the harness alone, or a lean run a session before
-        print(f"{lean}: reusing {lean_csv}", flush=True)
-        # Named as reused: the plot's title gives this run's overrides, which it may not have had.
-        label = f"{lean} (reused {lean_csv.name})"
-        curves[label], runs = read_lean_csv(lean_csv), runs[1:]
-        summarize(label, figures(curves[label]), "reused")
+    if recorded is not None:  # after a change to the harness alone, or a lean run a session before
+        write_lean_csv(recorded, args.out / "lean.csv")
+        label = f"{lean} (recorded)"
+        curves[label], runs = recorded, runs[1:]
+        summarize(label, figures(recorded), f"reused from {args.lean_record}")
     png = args.out / "learning.png"
     title = " ".join([Path(args.experiment).stem, *args.overrides, f"seed {seed}, {args.steps:,} steps"])
     kept = FIGURES / f"learning-{Path(args.experiment).stem}-{time.strftime('%Y-%m-%d-%H%M%S', time.gmtime())}.png"
@@ -147,6 +173,8 @@ def main() -> None:
         started = time.perf_counter()
         curve = curves[label] = run(args.experiment, args.steps, args.out, args.overrides)
         seconds = time.perf_counter() - started
+        if not curve:
+            raise SystemExit(f"error: {label}: no episode ended in {args.steps:,} steps; give more --steps")
         # Largest finished child so far: the lean run's, then the larger of it and the harness driver's.
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         # Plotted and recorded as each run ends, so that a later run's failure keeps this one's measurement.
@@ -162,7 +190,7 @@ def main() -> None:
         )
         records.write(
             "learning",
-            records.measurement(args.experiment, args.overrides, steps=args.steps, implementation=label),
+            what | {"implementation": label},
             run_figures
             | {
                 "steps_per_s": round(steps_per_s, 1),

@@ -1,12 +1,13 @@
 """Several learning runs in one PNG: a panel per game, a colour per implementation, a line per seed.
 
-Each DIR is an --out of benchmarks/learning.py (its lean.csv and the harness run beside it) or a
-directory of harness runs (a suite's of `procgen-rl benchmark`, or one run's). Each run's game,
-algorithm and seed come from its config.yaml; a lean.csv's from the harness run beside it, which
-trained the same experiment. --steps cuts every curve at one budget (at its first point past
-it), so that runs of different lengths compare at equal env steps.
+Each SOURCE is an --out of benchmarks/learning.py (its lean.csv and the harness run beside it), a
+directory of harness runs (a suite's of `procgen-rl benchmark`, or one run's), or a learning
+record of benchmarks/records/ that keeps its curve. Each run's game, algorithm and seed come from
+its config.yaml; a lean.csv's from the harness run beside it, which trained the same experiment;
+a record's from its experiment and overrides. --steps cuts every curve at one budget (at its
+first point past it), so that runs of different lengths compare at equal env steps.
 
-Usage: python benchmarks/plot_learning.py --out learning.png DIR [DIR ...] [--steps N] [--title TEXT]
+Usage: python benchmarks/plot_learning.py --out learning.png SOURCE [SOURCE ...] [--steps N] [--title TEXT]
 """
 
 from __future__ import annotations
@@ -14,28 +15,47 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
+from procgen_rl.config import load_experiment, parse_set_args
+from procgen_rl.errors import UserError
 from procgen_rl.report import collect
+from records import REPO, read_learning
 
 Curve = list[tuple[int, float]]  # (env steps, mean return)
 LINESTYLES = ("-", "--", ":", "-.")  # one a seed, in seed order
 
 
+def with_returns(points: Iterable[tuple[int, float]]) -> Curve:
+    """The points that have a mean return: an iteration before the first finished episode has none (NaN)."""
+    return [(step, mean_return) for step, mean_return in points if not math.isnan(mean_return)]
+
+
 def read_lean_csv(path: Path) -> Curve:
     """A lean PPO's or PPG's --csv: its mean return after each iteration."""
     with open(path, newline="") as f:
-        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f)]
+        return with_returns((int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(f))
 
 
-def curves_of(directories: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
-    """game -> (implementation, seed) -> curve, for every run under the directories."""
-    runs, _ = collect(directories)
+def curves_of(sources: list[Path]) -> dict[str, dict[tuple[str, int], Curve]]:
+    """game -> (implementation, seed) -> curve, for every run under the directories and every record."""
     curves: dict[str, dict[tuple[str, int], Curve]] = defaultdict(dict)
+    for record in [source for source in sources if source.suffix == ".json"]:
+        what, curve = read_learning(record)
+        try:
+            experiment = load_experiment(REPO / what["experiment"], parse_set_args(what["overrides"]))
+        except UserError as e:
+            raise SystemExit(f"error: {record}: its experiment in this checkout: {e}") from None
+        name = what["implementation"]
+        name = f"harness {experiment.algorithm.name}" if name == "harness" else name
+        curves[experiment.env_config.env_name][name, experiment.seed] = curve
+    runs, _ = collect([source for source in sources if source.suffix != ".json"])
     for run in runs:
         algorithm = yaml.safe_load((run.path / "config.yaml").read_text())["algorithm"]["name"]
         rows = [row for row in run.rows if "episode_reward_mean" in row]
@@ -88,12 +108,16 @@ def plot(curves: dict[str, dict[tuple[str, int], Curve]], steps: int | None, tit
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", type=Path, metavar="DIR")
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--steps", type=int, help="cut every curve at this many env steps")
     parser.add_argument("--title", default="", help="above the panels: what was run")
     args = parser.parse_args()
-    plot(curves_of(args.directories), args.steps, args.title, args.out)
+    try:
+        curves = curves_of(args.sources)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    plot(curves, args.steps, args.title, args.out)
     print(f"plot: {args.out}")
 
 

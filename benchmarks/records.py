@@ -127,3 +127,20 @@ def write(kind: str, what: dict[str, Any], figures: dict[str, Any], note: str | 
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {os.path.relpath(path)}", flush=True)
     return path
+
+
+def read_learning(path: Path) -> tuple[dict[str, Any], list[tuple[int, float]]]:
+    """A learning record's measurement and curve (env steps, mean return), as benchmarks/learning.py
+    recorded the run; one line naming the file for anything else, older learning records included."""
+    try:
+        record = json.loads(path.read_text())
+        measurement, curve = record["measurement"], record["figures"]["curve"]
+        points = [(int(step), float(mean_return)) for step, mean_return in curve]
+        learning = record["kind"] == "learning" and isinstance(measurement, dict) and bool(points)
+    except OSError as e:
+        raise SystemExit(f"error: {path}: {e.strerror}") from None
+    except (ValueError, TypeError, KeyError):
+        learning = False
+    if not learning:
+        raise SystemExit(f"error: {path}: not a learning record with a curve (older records have none)")
+    return measurement, points
