@@ -34,13 +34,17 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-def assert_one_line_error(result, *fragments):
+def assert_one_line_error(result, *fragments, announced: bool = False):
+    """The CLI failed in one `error:` line before Ray started; unless `announced`, before it
+    named a run it would train, so that nothing about the run was said and then taken back."""
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in lines[0]
     assert "Ray" not in result.stdout + result.stderr  # failed before Ray started
+    if not announced:
+        assert not [line for line in result.stdout.splitlines() if line.startswith(("training ", "resuming "))]
 
 
 @pytest.fixture

@@ -157,7 +157,7 @@ def test_resume_from_an_incomplete_checkpoint_fails_before_ray(tmp_path):
     checkpoint = make_run_with_corrupt_checkpoint(tmp_path)
     (checkpoint / "rllib_checkpoint.json").unlink()
     result = run_cli("train", "--resume", str(tmp_path), timeout=120)
-    assert_one_line_error(result, "checkpoint_000001: no rllib_checkpoint.json")
+    assert_one_line_error(result, "checkpoint_000001: no rllib_checkpoint.json", announced=True)
 
 
 def test_resume_from_a_corrupt_checkpoint_is_one_line_and_keeps_the_config(tmp_path):

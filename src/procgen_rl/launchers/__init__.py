@@ -7,8 +7,9 @@
 
 Every backend module has `place(job, options) -> Layout` and `launch(job, options, layout) ->
 Outcome`. The CLI resolves the experiment once into a `Job`; the backend places the env runners
-on its hosts (procgen_rl.layout), which is the run's first line, then writes the run's
-config.yaml, which is what every trainer of the run reads.
+on its hosts (procgen_rl.layout), the job is checked to build here, and only then does the
+layout become the run's first line; the backend then writes the run's config.yaml, which is
+what every trainer of the run reads.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def resolve_backend(name: str) -> str:
 
 def check_buildable(experiment: Experiment) -> None:
     """Resolve the algorithm, model and callbacks and sample one frame with the model, here, so a
-    launch into containers fails in one line before anything starts there."""
+    launch fails in one line before anything starts or is announced."""
     from procgen_rl.trainer import build_algorithm_config
 
     build_algorithm_config(experiment)
@@ -110,6 +111,7 @@ def launch(backend: str, job: Job, options: LaunchOptions) -> Outcome:
     module = importlib.import_module(f"procgen_rl.launchers.{module_name}")
     check_fits_host(job.experiment)
     layout: Layout = module.place(job, options)
+    check_buildable(job.experiment)
     print(layout.describe(), flush=True)
     run = job.local_run
     check_writable(run.path, "run directory", "choose another --run-dir or RESULTS_DIR")

@@ -23,7 +23,7 @@ from typing import Any
 
 from procgen_rl import envvars
 from procgen_rl.errors import UserError
-from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
+from procgen_rl.launchers import Job, LaunchOptions, Outcome
 from procgen_rl.launchers.docker_engine import check_docker
 from procgen_rl.layout import HostSpec, Layout, usable_cpus
 from procgen_rl.layout import place as place_runners
@@ -174,7 +174,6 @@ def cluster_slots(layout: Layout, workers: int) -> tuple[int, int]:
 def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
     """Train on a fresh cluster: up, the head trains the run directory, down."""
     head_slots, worker_slots = cluster_slots(layout, options.workers)
-    check_buildable(job.experiment)
     check_docker(options.image)
     job.local_run.write_config(job.experiment)
     cluster = Cluster(

@@ -19,13 +19,14 @@ def local_ray_token() -> None:
 
 
 def place(job: Job, options: LaunchOptions) -> Layout:
-    """This machine learns and samples (with RAY_ADDRESS, the runners go wherever that cluster has room)."""
+    """This machine learns and samples (with RAY_ADDRESS, the runners go wherever that cluster has
+    room). Its Ray's token is set here, before the build check imports Ray."""
+    local_ray_token()
     return place_on_this_machine(job.experiment, job.explicit)
 
 
 def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
-    local_ray_token()
-    from procgen_rl.trainer import train  # imports Ray: only once the config is known to be good
+    from procgen_rl.trainer import train
 
     job.local_run.write_config(job.experiment)
     train(job.experiment, job.local_run, job.resume)

@@ -15,7 +15,7 @@ from typing import Any
 
 from procgen_rl import envvars
 from procgen_rl.errors import UserError
-from procgen_rl.launchers import Job, LaunchOptions, Outcome, check_buildable
+from procgen_rl.launchers import Job, LaunchOptions, Outcome
 from procgen_rl.launchers.docker_engine import check_docker
 from procgen_rl.launchers.sagemaker_sdk import (
     SDK_CONFIG,
@@ -83,7 +83,6 @@ def launch(job: Job, options: LaunchOptions, layout: Layout) -> Outcome:
     hyperparameters as `resolved_in_job` does here.
     """
     arguments = estimator_arguments(job.experiment_file, job.overrides)
-    check_buildable(resolved_in_job(job.experiment_file, job.overrides, local_resources(options.instances))[0])
     check_docker(options.image)
     Estimator = import_estimator()
     prefer_compose_v1()
