@@ -30,7 +30,7 @@ from torch.distributions import Categorical
 from procgen_rl.callbacks.episode_metrics import WINDOW
 from procgen_rl.config import Experiment, load_experiment, parse_set_args
 from procgen_rl.envs import EPISODE_RETURN, ProcgenVectorEnv
-from procgen_rl.learner import paper_ppo_loss
+from procgen_rl.learner import ADAM_EPSILON, paper_ppo_loss
 from procgen_rl.models.impala_cnn import ImpalaCNNNet
 from procgen_rl.trainer import learner_gpus
 
@@ -233,7 +233,7 @@ def setup(experiment: Experiment, args: Args, net_class: type[ImpalaCNNNet]) -> 
     net = net_class.from_model_config(
         envs.single_observation_space.shape, int(envs.single_action_space.n), experiment.model.custom_model_config
     ).to(device)
-    return net, torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=1e-5), rollouts
+    return net, torch.optim.Adam(net.parameters(), lr=args.learning_rate, eps=ADAM_EPSILON), rollouts
 
 
 Update = Callable[[Any, torch.optim.Optimizer, Any, dict[str, torch.Tensor]], dict[str, float]]

@@ -109,3 +109,19 @@ def test_a_ppo_iteration_takes_exactly_epochs_times_minibatches_steps_on_real_ro
     assert len(seen) == 2 * 4
     assert sum(len(b) for b in seen) == 2 * sampled  # each sampled transition once per epoch, nothing else
     assert all(Columns.LOSS_MASK not in b for b in seen)
+
+
+def test_the_learners_adam_has_the_papers_epsilon_and_the_experiments_learning_rate():
+    from procgen_rl.config import load_experiment, parse_set_args
+    from procgen_rl.envs import ProcgenVectorEnv
+    from procgen_rl.learner import ADAM_EPSILON
+    from procgen_rl.trainer import build_algorithm_config
+
+    experiment = load_experiment("experiments/smoke.yaml", parse_set_args(["algorithm.learning_rate=0.0003"]))
+    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
+    learner = build_algorithm_config(experiment).build_learner(
+        spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
+    )
+    ((_, optimizer),) = learner.get_optimizers_for_module("default_policy")
+    assert ADAM_EPSILON == 1e-5
+    assert [(group["eps"], group["lr"]) for group in optimizer.param_groups] == [(1e-5, 0.0003)]

@@ -16,6 +16,9 @@ permutation split into `num_minibatches` near-equal minibatches: exactly
 reports the env steps of each batch it updates on once (`reporting.STEPS_TRAINED`), where
 RLlib's count adds every minibatch of every epoch.
 
+Its Adam takes the paper's epsilon, 1e-5 (baselines ppo2, CleanRL), where RLlib builds torch's
+default, 1e-8, which lets parameters with tiny gradients take full-size steps.
+
 And in its loss: RLlib's value loss is the squared error clamped at `vf_clip_param` (no
 gradient beyond it) and its advantages are standardized once per batch. The paper's loss
 (`paper_ppo_loss`, which benchmarks/lean_ppo.py calls too) standardizes them per minibatch and
@@ -43,6 +46,8 @@ from ray.rllib.utils.torch_utils import explained_variance
 
 from procgen_rl.progress import ProgressReporter
 from procgen_rl.reporting import STEPS_TRAINED
+
+ADAM_EPSILON = 1e-5  # baselines ppo2's and CleanRL's Adam epsilon (torch's default is 1e-8)
 
 
 class DropBootstrapFrames(ConnectorV2):
@@ -105,6 +110,12 @@ class ProcgenPPOLearner(PPOTorchLearner):
         self._progress = ProgressReporter()
         if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.append(DropBootstrapFrames())
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        """RLlib's one Adam per module, with the paper's epsilon; `config.lr` still schedules it."""
+        params = self.get_parameters(self.module[module_id])
+        optimizer = torch.optim.Adam(params, eps=ADAM_EPSILON)
+        self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
 
     def _create_iterator_if_necessary(
         self, *, training_data: Any, num_epochs: int = 1, minibatch_size: int | None = None, **kwargs: Any
