@@ -64,8 +64,10 @@ def test_same_seed_same_episodes_and_metrics_as_rllibs_runner():
 
 def test_episode_hooks_run_only_where_a_callback_has_them():
     config = build_algorithm_config(load_experiment("experiments/ppo-8m.yaml", parse_set_args(SMALL)))
+    torch.utils.deterministic.fill_uninitialized_memory = True
     runner = ProcgenEnvRunner(config=config)
     try:
+        assert not torch.utils.deterministic.fill_uninitialized_memory  # procgen_rl.models.without_nan_fill
         # The always-on episode metrics implement on_episode_end only.
         assert runner._hooks_in_use == {
             "on_episode_created": False,

@@ -25,9 +25,16 @@ from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED_LIFETIME
 
+from procgen_rl.models import without_nan_fill
 
-class FinishUpdateOnShutdown:
-    """Mixin for a learner with a `_learner_thread`: shutdown returns once that thread has ended."""
+
+class AsyncLearner:
+    """Mixin for a learner with a `_learner_thread`: no NaN fill (procgen_rl.models.without_nan_fill),
+    and shutdown returns once that thread has ended."""
+
+    def build(self) -> None:
+        without_nan_fill()
+        super().build()  # type: ignore[misc]
 
     def shutdown(self) -> None:
         super().shutdown()  # type: ignore[misc]  # sets the thread's stop event; it ends after the update it is in
@@ -36,7 +43,7 @@ class FinishUpdateOnShutdown:
             thread.join()
 
 
-class ProcgenAPPOLearner(FinishUpdateOnShutdown, APPOTorchLearner):
+class ProcgenAPPOLearner(AsyncLearner, APPOTorchLearner):
     """APPOTorchLearner whose target network update counts the batches this learner trained."""
 
     frames_trained = 0  # train batches passed over (replays included) x their size
@@ -46,5 +53,5 @@ class ProcgenAPPOLearner(FinishUpdateOnShutdown, APPOTorchLearner):
         super().after_gradient_based_update(timesteps=timesteps | {NUM_ENV_STEPS_TRAINED_LIFETIME: self.frames_trained})
 
 
-class ProcgenIMPALALearner(FinishUpdateOnShutdown, IMPALATorchLearner):
+class ProcgenIMPALALearner(AsyncLearner, IMPALATorchLearner):
     """IMPALATorchLearner whose shutdown waits for its update thread."""

@@ -33,6 +33,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from procgen_rl.connectors import sample_actions
+from procgen_rl.models import without_nan_fill
 from procgen_rl.progress import ProgressReporter
 from procgen_rl.quiet import silence_library_banners
 
@@ -48,6 +49,7 @@ class ProcgenEnvRunner(SingleAgentEnvRunner):
     def __init__(self, **kwargs: Any) -> None:
         silence_library_banners()  # a remote runner is a process of its own
         super().__init__(**kwargs)
+        without_nan_fill()
         if self.worker_index:  # a remote runner: as many torch threads as CPUs Ray reserved for it
             torch.set_num_threads(max(1, int(self.config.num_cpus_per_env_runner)))
         # An episode hook runs only where a callback object overrides it or a function is registered.

@@ -44,6 +44,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.torch_utils import explained_variance
 
+from procgen_rl.models import without_nan_fill
 from procgen_rl.progress import ProgressReporter
 from procgen_rl.reporting import STEPS_TRAINED
 
@@ -106,6 +107,7 @@ class ProcgenPPOLearner(PPOTorchLearner):
     """PPOTorchLearner with the paper's minibatching and loss (see the module docstring)."""
 
     def build(self) -> None:
+        without_nan_fill()
         super().build()
         self._progress = ProgressReporter()
         if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:

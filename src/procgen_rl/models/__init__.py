@@ -23,6 +23,21 @@ from procgen_rl.errors import ConfigError
 AUX_VF_PREDS = "aux_vf_preds"  # PPG: the auxiliary value head's output, from `_forward_train`
 
 
+def without_nan_fill() -> None:
+    """Keep torch deterministic but stop it filling every new tensor with NaN, in this process.
+
+    Seeded, RLlib turns on `torch.use_deterministic_algorithms` in each of its processes when
+    torch is a CPU build (ray.rllib.utils.torch_utils.set_torch_seed), and deterministic torch
+    also fills each tensor it allocates with NaN (`torch.utils.deterministic.
+    fill_uninitialized_memory`), a check for ops that read memory before writing it: every
+    activation and gradient buffer is then written twice. The harness's networks read only what
+    they wrote, so its env runners and learners call this; the algorithms stay deterministic.
+    """
+    import torch
+
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+
+
 def check_model(
     module_class: Any, model_config: dict, algorithm: str, observation_space: gym.spaces.Box, action_space: gym.Space
 ) -> None:
