@@ -111,17 +111,23 @@ def test_a_ppo_iteration_takes_exactly_epochs_times_minibatches_steps_on_real_ro
     assert all(Columns.LOSS_MASK not in b for b in seen)
 
 
-def test_the_learners_adam_has_the_papers_epsilon_and_the_experiments_learning_rate():
+def smoke_learner(overrides: list[str]):
+    """The learner of experiments/smoke.yaml with `overrides`, built here (no Ray)."""
     from procgen_rl.config import load_experiment, parse_set_args
     from procgen_rl.envs import ProcgenVectorEnv
-    from procgen_rl.learner import ADAM_EPSILON
     from procgen_rl.trainer import build_algorithm_config
 
-    experiment = load_experiment("experiments/smoke.yaml", parse_set_args(["algorithm.learning_rate=0.0003"]))
+    experiment = load_experiment("experiments/smoke.yaml", parse_set_args(overrides))
     spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
-    learner = build_algorithm_config(experiment).build_learner(
+    return build_algorithm_config(experiment).build_learner(
         spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
     )
+
+
+def test_the_learners_adam_has_the_papers_epsilon_and_the_experiments_learning_rate():
+    from procgen_rl.learner import ADAM_EPSILON
+
+    learner = smoke_learner(["algorithm.learning_rate=0.0003"])
     ((_, optimizer),) = learner.get_optimizers_for_module("default_policy")
     assert ADAM_EPSILON == 1e-5
     assert [(group["eps"], group["lr"]) for group in optimizer.param_groups] == [(1e-5, 0.0003)]
@@ -131,17 +137,9 @@ def test_the_learners_adam_has_the_papers_epsilon_and_the_experiments_learning_r
 def test_a_seeded_learner_stays_deterministic_without_the_nan_fill(algorithm):
     """RLlib's seeding turns on deterministic torch on a CPU build, whose NaN fill writes every new
     tensor once more; the harness's learners keep the first and drop the second."""
-    from procgen_rl.config import load_experiment, parse_set_args
-    from procgen_rl.envs import ProcgenVectorEnv
-    from procgen_rl.trainer import build_algorithm_config
-
-    experiment = load_experiment("experiments/smoke.yaml", parse_set_args([f"algorithm.name={algorithm}"]))
-    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
     torch.utils.deterministic.fill_uninitialized_memory = True
     try:
-        build_algorithm_config(experiment).build_learner(
-            spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
-        )
+        smoke_learner([f"algorithm.name={algorithm}"])
         assert torch.are_deterministic_algorithms_enabled() == (torch.version.cuda is None)
         assert not torch.utils.deterministic.fill_uninitialized_memory
     finally:
