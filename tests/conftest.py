@@ -34,6 +34,17 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def built_learner(experiment):
+    """The experiment's learner, built in this process without Ray, for tests of its optimizer and losses."""
+    from procgen_rl.envs import ProcgenVectorEnv
+    from procgen_rl.trainer import build_algorithm_config
+
+    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
+    return build_algorithm_config(experiment).build_learner(
+        spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
+    )
+
+
 def assert_one_line_error(result, *fragments, announced: bool = False):
     """The CLI failed in one `error:` line before Ray started; unless `announced`, before it
     named a run it would train, so that nothing about the run was said and then taken back."""

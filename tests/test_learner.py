@@ -8,6 +8,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
+from conftest import built_learner
 from procgen_rl.learner import DropBootstrapFrames, epoch_minibatches, paper_ppo_loss
 
 
@@ -114,14 +115,8 @@ def test_a_ppo_iteration_takes_exactly_epochs_times_minibatches_steps_on_real_ro
 def smoke_learner(overrides: list[str]):
     """The learner of experiments/smoke.yaml with `overrides`, built here (no Ray)."""
     from procgen_rl.config import load_experiment, parse_set_args
-    from procgen_rl.envs import ProcgenVectorEnv
-    from procgen_rl.trainer import build_algorithm_config
 
-    experiment = load_experiment("experiments/smoke.yaml", parse_set_args(overrides))
-    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
-    return build_algorithm_config(experiment).build_learner(
-        spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
-    )
+    return built_learner(load_experiment("experiments/smoke.yaml", parse_set_args(overrides)))
 
 
 def test_the_learners_adam_has_the_papers_epsilon_and_the_experiments_learning_rate():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import REPO, assert_one_line_error, built_learner, run_cli
 from procgen_rl.config import GIB, check_memory, estimate_memory, load_experiment, parse_set_args
 from procgen_rl.errors import ConfigError
 from procgen_rl.models.impala_cnn import random_crop
@@ -83,16 +83,9 @@ def test_policy_and_value_networks_share_nothing():
 
 
 def test_auxiliary_loss_decreases_over_the_auxiliary_epochs_on_a_fixed_batch():
-    from procgen_rl.envs import ProcgenVectorEnv
-    from procgen_rl.trainer import build_algorithm_config
-
     torch.manual_seed(0)
     np.random.seed(0)
-    experiment = tiny("algorithm.ppg.e_aux=6")
-    spaces = ProcgenVectorEnv(experiment.env_config, num_envs=1)
-    learner = build_algorithm_config(experiment).build_learner(
-        spaces={"default_policy": (spaces.single_observation_space, spaces.single_action_space)}
-    )
+    learner = built_learner(tiny("algorithm.ppg.e_aux=6"))
     # A phase's worth of frames (2 iterations of 8 x 32), each one flat color whose brightness is its value target.
     for _ in range(2):
         level = torch.randint(0, 256, (8 * 32,))
